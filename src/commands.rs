@@ -1,0 +1,100 @@
+//! What each subcommand does, on top of the library. `main.rs` only parses and dispatches.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::cli::{Command, FeaturesArgs};
+use crate::model::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
+use crate::model::{info, Swin, SwinConfig};
+use crate::{bench, npy, with_backend};
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Info { model } => {
+            print!("{}", info::summary(&SwinConfig::load(&model)?));
+            Ok(())
+        }
+        Command::Features(args) => {
+            with_backend!(args.device, |B, device| features::<B>(&args, &device))
+        }
+        Command::Bench(command) => bench::run(command),
+    }
+}
+
+/// Builds the model of `config` and loads `weights` into it. With `with_head`, the head is
+/// sized from the checkpoint's own `head.fc.weight` (an error if it has none).
+pub fn load_model<B: Backend>(
+    mut config: SwinConfig,
+    weights: &Path,
+    with_head: bool,
+    device: &B::Device,
+) -> Result<(Swin<B>, LoadReport)> {
+    let (dict, notes) = read_timm_checkpoint(weights, &config)?;
+    config.num_classes = match (with_head, head_classes(&dict)) {
+        (false, _) => 0,
+        (true, Some(classes)) => classes,
+        (true, None) => bail!(
+            "{}: has no classifier head (head.fc.weight)",
+            weights.display()
+        ),
+    };
+    let model = config.init::<B>(device);
+    let (model, report) =
+        load_weights(model, dict, notes).with_context(|| weights.display().to_string())?;
+    for note in &report.notes {
+        tracing::info!("{}: {note}", weights.display());
+    }
+    Ok((model, report))
+}
+
+/// Reads an NCHW float32 `.npy` and checks it against the model's input.
+pub fn read_images<B: Backend>(
+    path: &Path,
+    config: &SwinConfig,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let array = npy::read(path)?;
+    let expected = [config.in_chans, config.img_size, config.img_size];
+    ensure!(
+        array.shape.len() == 4 && array.shape[1..] == expected,
+        "{}: shape {:?} is not [N, {}, {}, {}] (in_chans, img_size, img_size of the model)",
+        path.display(),
+        array.shape,
+        expected[0],
+        expected[1],
+        expected[2]
+    );
+    let shape: [usize; 4] = array.shape.clone().try_into().unwrap();
+    Ok(Tensor::from_data(
+        TensorData::new(array.data, shape),
+        device,
+    ))
+}
+
+/// Writes a 2-D tensor as `.npy`.
+pub fn write_matrix<B: Backend>(path: &Path, tensor: Tensor<B, 2>) -> Result<()> {
+    let shape = tensor.dims();
+    let data = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("float32 data");
+    npy::write(path, &shape, &data)
+}
+
+fn features<B: AutodiffBackend>(args: &FeaturesArgs, device: &B::Device) -> Result<()> {
+    type Inference<B> = <B as AutodiffBackend>::InnerBackend;
+    let config = SwinConfig::load(&args.model)?;
+    let (model, _) =
+        load_model::<Inference<B>>(config.clone(), &args.weights, args.logits.is_some(), device)?;
+    let images = read_images::<Inference<B>>(&args.input, &config, device)?;
+    let pooled = model.forward(images); // [N, C_f]
+    if let Some(path) = &args.logits {
+        let logits = model.classify(pooled.clone()).expect("a head was loaded");
+        write_matrix(path, logits)?;
+    }
+    write_matrix(&args.out, pooled)
+}

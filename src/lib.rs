@@ -1,0 +1,11 @@
+//! eesmm: pretrain Swin Transformer backbones with EESMM masked image modeling, fine-tune them,
+//! and ship them as ONNX. The modules follow the data flow; see README.md for the map.
+
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod fsutil;
+pub mod model;
+pub mod npy;
+pub mod yaml;

@@ -1,0 +1,480 @@
+//! Swin Transformer v1 (Liu et al. 2021), laid out as timm's `swin_transformer.py`:
+//! PatchEmbed → stages of [PatchMerging] + SwinBlocks (W-MSA / SW-MSA) → LayerNorm → average pool
+//! → optional linear head. Field names equal timm 1.0's state-dict keys, so checkpoints map
+//! one to one (see `weights.rs`). Feature maps are NHWC, `[B, H, W, C]`, as in timm.
+
+use burn::module::{Initializer, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::Distribution;
+
+use super::config::{StageGeometry, SwinConfig};
+
+/// timm's weight init: truncated normal, std 0.02 (the truncation at ±2 is 100 std away).
+fn trunc_normal() -> Initializer {
+    Initializer::Normal {
+        mean: 0.0,
+        std: 0.02,
+    }
+}
+
+fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out)
+        .with_bias(bias)
+        .with_initializer(trunc_normal())
+        .init(device)
+}
+
+fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(dim).with_epsilon(1e-5).init(device)
+}
+
+/// Stochastic depth: while training (autodiff enabled), drop the whole residual branch of a
+/// sample with probability `prob` and scale the kept ones by `1 / (1 - prob)`.
+pub fn drop_path<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
+    if prob == 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let keep = 1.0 - prob;
+    let mut shape = [1; D];
+    shape[0] = x.dims()[0];
+    let mask = Tensor::<B, D>::random(shape, Distribution::Bernoulli(keep), &x.device());
+    x * mask.div_scalar(keep)
+}
+
+/// Conv patchify followed by LayerNorm: `[B, C_in, H, W]` → `[B, H/p, W/p, D]`.
+#[derive(Module, Debug)]
+pub struct PatchEmbed<B: Backend> {
+    pub proj: Conv2d<B>,
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> PatchEmbed<B> {
+    fn new(config: &SwinConfig, device: &B::Device) -> Self {
+        let p = config.patch_size;
+        Self {
+            proj: Conv2dConfig::new([config.in_chans, config.embed_dim], [p, p])
+                .with_stride([p, p])
+                .init(device),
+            norm: layer_norm(config.embed_dim, device),
+        }
+    }
+
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.proj.forward(images); // [B, D, H/p, W/p]
+        self.norm.forward(x.permute([0, 2, 3, 1])) // [B, H/p, W/p, D]
+    }
+}
+
+/// `torch.roll(x, shifts=(shift, shift), dims=(1, 2))` on `[B, H, W, C]`: element `j` of the result
+/// is element `j - shift` of the input, wrapping around. Written as two slices and a concat per
+/// axis, the form the ONNX export uses. (burn's `Tensor::roll` shifts the other way.)
+pub fn cyclic_shift<B: Backend>(x: Tensor<B, 4>, shift: i64) -> Tensor<B, 4> {
+    let roll = |x: Tensor<B, 4>, dim: usize| {
+        let size = x.dims()[dim];
+        let k = shift.rem_euclid(size as i64) as usize;
+        if k == 0 {
+            return x;
+        }
+        Tensor::cat(
+            vec![
+                x.clone().narrow(dim, size - k, k),
+                x.narrow(dim, 0, size - k),
+            ],
+            dim,
+        )
+    };
+    roll(roll(x, 1), 2)
+}
+
+/// `[B, H, W, C]` → `[B * nW, ws*ws, C]`, windows ordered batch-major then row-major.
+pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
+    let [b, h, w, c] = x.dims();
+    x.reshape([b, h / ws, ws, w / ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, W/ws, ws, ws, C]
+        .reshape([b * (h / ws) * (w / ws), ws * ws, c])
+}
+
+/// Inverse of [`window_partition`]: `[B * nW, ws*ws, C]` → `[B, H, W, C]`.
+pub fn window_reverse<B: Backend>(
+    windows: Tensor<B, 3>,
+    ws: usize,
+    h: usize,
+    w: usize,
+) -> Tensor<B, 4> {
+    let c = windows.dims()[2];
+    let b = windows.dims()[0] / ((h / ws) * (w / ws));
+    windows
+        .reshape([b, h / ws, w / ws, ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, ws, W/ws, ws, C]
+        .reshape([b, h, w, c])
+}
+
+/// For every pair of tokens (i, j) in a `ws x ws` window, the row of the bias table that holds
+/// their relative offset: `(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`. Shape `[ws², ws²]`,
+/// flattened row-major.
+pub fn relative_position_index(ws: usize) -> Vec<i64> {
+    let n = ws * ws;
+    let span = 2 * ws as i64 - 1;
+    let mut index = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            let dy = (i / ws) as i64 - (j / ws) as i64 + ws as i64 - 1;
+            let dx = (i % ws) as i64 - (j % ws) as i64 + ws as i64 - 1;
+            index.push(dy * span + dx);
+        }
+    }
+    index
+}
+
+/// The shifted-window attention mask of one stage, `[nW, ws², ws²]` flattened: 0 between tokens
+/// of the same image region, -100 between tokens that the cyclic shift brought together.
+pub fn shift_attention_mask(resolution: usize, ws: usize, shift: usize) -> Vec<f32> {
+    // Label each pixel of the (unshifted) grid with its region: 3 bands per axis.
+    let band = |p: usize| {
+        if p < resolution - ws {
+            0
+        } else if p < resolution - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let per_side = resolution / ws;
+    let n = ws * ws;
+    let mut mask = Vec::with_capacity(per_side * per_side * n * n);
+    for wy in 0..per_side {
+        for wx in 0..per_side {
+            let region = |t: usize| {
+                let (y, x) = (wy * ws + t / ws, wx * ws + t % ws);
+                band(y) * 3 + band(x)
+            };
+            for i in 0..n {
+                for j in 0..n {
+                    mask.push(if region(i) == region(j) { 0.0 } else { -100.0 });
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Multi-head self-attention inside a window, with the learned relative-position bias.
+#[derive(Module, Debug)]
+pub struct WindowAttention<B: Backend> {
+    pub qkv: Linear<B>,
+    pub proj: Linear<B>,
+    /// `[(2ws-1)², heads]`
+    pub relative_position_bias_table: Param<Tensor<B, 2>>,
+    /// `[ws² * ws²]`, a constant (not saved; rebuilt from the window size).
+    relative_position_index: Tensor<B, 1, Int>,
+    num_heads: usize,
+    window_area: usize,
+}
+
+impl<B: Backend> WindowAttention<B> {
+    fn new(dim: usize, num_heads: usize, ws: usize, qkv_bias: bool, device: &B::Device) -> Self {
+        let table_rows = (2 * ws - 1) * (2 * ws - 1);
+        Self {
+            qkv: linear(dim, 3 * dim, qkv_bias, device),
+            proj: linear(dim, dim, true, device),
+            relative_position_bias_table: trunc_normal().init([table_rows, num_heads], device),
+            relative_position_index: Tensor::from_data(
+                TensorData::new(relative_position_index(ws), [ws.pow(4)]),
+                device,
+            ),
+            num_heads,
+            window_area: ws * ws,
+        }
+    }
+
+    /// `[heads, N, N]`: the bias each head adds to its attention logits.
+    fn relative_position_bias(&self) -> Tensor<B, 3> {
+        let n = self.window_area;
+        self.relative_position_bias_table
+            .val()
+            .select(0, self.relative_position_index.clone()) // [N*N, heads]
+            .reshape([n, n, self.num_heads])
+            .permute([2, 0, 1])
+    }
+
+    /// `windows: [B*nW, N, C]`, `mask: [nW, N, N]` → `[B*nW, N, C]`.
+    pub fn forward(&self, windows: Tensor<B, 3>, mask: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
+        let [bw, n, c] = windows.dims();
+        let heads = self.num_heads;
+        let head_dim = c / heads;
+        let qkv = self
+            .qkv
+            .forward(windows)
+            .reshape([bw, n, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]); // [3, B*nW, heads, N, hd]
+        let take = |i: usize| {
+            qkv.clone()
+                .narrow(0, i, 1)
+                .reshape([bw, heads, n, head_dim])
+        };
+        let (q, k, v) = (take(0), take(1), take(2));
+        let q = q.mul_scalar((head_dim as f64).powf(-0.5));
+        let mut attn = q.matmul(k.swap_dims(2, 3)); // [B*nW, heads, N, N]
+        attn = attn + self.relative_position_bias().unsqueeze_dim(0);
+        if let Some(mask) = mask {
+            let nw = mask.dims()[0];
+            attn = (attn.reshape([bw / nw, nw, heads, n, n])
+                + mask.clone().unsqueeze_dim::<4>(1).unsqueeze_dim(0))
+            .reshape([bw, heads, n, n]);
+        }
+        let out = softmax(attn, 3).matmul(v); // [B*nW, heads, N, hd]
+        self.proj.forward(out.swap_dims(1, 2).reshape([bw, n, c]))
+    }
+}
+
+/// Two-layer MLP with exact (erf) GELU.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+/// One Swin block: (shifted) window attention and an MLP, each pre-normed and residual.
+#[derive(Module, Debug)]
+pub struct SwinBlock<B: Backend> {
+    pub norm1: LayerNorm<B>,
+    pub attn: WindowAttention<B>,
+    pub norm2: LayerNorm<B>,
+    pub mlp: Mlp<B>,
+    /// `[nW, N, N]` for shifted blocks, a constant.
+    attn_mask: Option<Tensor<B, 3>>,
+    window: usize,
+    shift: usize,
+    drop_path: f64,
+}
+
+impl<B: Backend> SwinBlock<B> {
+    fn new(
+        stage: &StageGeometry,
+        shifted: bool,
+        drop_path: f64,
+        config: &SwinConfig,
+        device: &B::Device,
+    ) -> Self {
+        let dim = stage.dim;
+        let shift = if shifted { stage.shift } else { 0 };
+        let (ws, res) = (stage.window, stage.resolution);
+        let attn_mask = (shift > 0).then(|| {
+            let nw = (res / ws).pow(2);
+            let n = ws * ws;
+            Tensor::from_data(
+                TensorData::new(shift_attention_mask(res, ws, shift), [nw, n, n]),
+                device,
+            )
+        });
+        let hidden = (dim as f64 * config.mlp_ratio) as usize;
+        Self {
+            norm1: layer_norm(dim, device),
+            attn: WindowAttention::new(dim, stage.num_heads, ws, config.qkv_bias, device),
+            norm2: layer_norm(dim, device),
+            mlp: Mlp {
+                fc1: linear(dim, hidden, true, device),
+                fc2: linear(hidden, dim, true, device),
+            },
+            attn_mask,
+            window: ws,
+            shift,
+            drop_path,
+        }
+    }
+
+    /// `[B, H, W, C]` → `[B, H, W, C]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, h, w, _] = x.dims();
+        let s = self.shift as i64;
+        let y = cyclic_shift(self.norm1.forward(x.clone()), -s);
+        let windows = window_partition(y, self.window); // [B*nW, ws², C]
+        let windows = self.attn.forward(windows, self.attn_mask.as_ref());
+        let y = cyclic_shift(window_reverse(windows, self.window, h, w), s); // [B, H, W, C]
+        let x = x + drop_path(y, self.drop_path);
+        let y = self.mlp.forward(self.norm2.forward(x.clone()));
+        x + drop_path(y, self.drop_path)
+    }
+}
+
+/// 2x2 neighbourhood → one token: `[B, H, W, C]` → `[B, H/2, W/2, 2C]`. The four neighbours are
+/// concatenated in timm's order (0,0), (1,0), (0,1), (1,1), i.e. row offset fastest.
+#[derive(Module, Debug)]
+pub struct PatchMerging<B: Backend> {
+    pub norm: LayerNorm<B>,
+    pub reduction: Linear<B>,
+}
+
+impl<B: Backend> PatchMerging<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, w, c] = x.dims();
+        let x = x
+            .reshape([b, h / 2, 2, w / 2, 2, c])
+            .permute([0, 1, 3, 4, 2, 5]) // [B, H/2, W/2, dx, dy, C]
+            .reshape([b, h / 2, w / 2, 4 * c]);
+        self.reduction.forward(self.norm.forward(x))
+    }
+}
+
+/// One resolution level: optional PatchMerging at its start (timm ≥ 0.9 layout), then blocks
+/// alternating regular and shifted windows.
+#[derive(Module, Debug)]
+pub struct SwinStage<B: Backend> {
+    pub downsample: Option<PatchMerging<B>>,
+    pub blocks: Vec<SwinBlock<B>>,
+}
+
+impl<B: Backend> SwinStage<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = match &self.downsample {
+            Some(merge) => merge.forward(x),
+            None => x,
+        };
+        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    }
+}
+
+/// timm's `ClassifierHead` (average pooling is done by [`Swin::forward`]).
+#[derive(Module, Debug)]
+pub struct ClassifierHead<B: Backend> {
+    pub fc: Linear<B>,
+}
+
+/// The Swin encoder, with a SimMIM mask token and an optional classifier head.
+#[derive(Module, Debug)]
+pub struct Swin<B: Backend> {
+    pub patch_embed: PatchEmbed<B>,
+    /// `[1, 1, D]`: replaces the embedding of masked patches (SimMIM).
+    pub mask_token: Param<Tensor<B, 3>>,
+    pub layers: Vec<SwinStage<B>>,
+    pub norm: LayerNorm<B>,
+    pub head: Option<ClassifierHead<B>>,
+}
+
+impl SwinConfig {
+    /// Builds the network with timm's initialisation.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Swin<B> {
+        let rates = self.drop_path_rates();
+        let layers = self
+            .stages()
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| SwinStage {
+                downsample: (i > 0).then(|| PatchMerging {
+                    norm: layer_norm(2 * stage.dim, device),
+                    reduction: linear(2 * stage.dim, stage.dim, false, device),
+                }),
+                blocks: (0..stage.depth)
+                    .map(|j| SwinBlock::new(stage, j % 2 == 1, rates[i][j], self, device))
+                    .collect(),
+            })
+            .collect();
+        Swin {
+            patch_embed: PatchEmbed::new(self, device),
+            mask_token: Initializer::Zeros.init([1, 1, self.embed_dim], device),
+            layers,
+            norm: layer_norm(self.num_features(), device),
+            head: (self.num_classes > 0).then(|| ClassifierHead {
+                fc: linear(self.num_features(), self.num_classes, true, device),
+            }),
+        }
+    }
+}
+
+impl<B: Backend> Swin<B> {
+    /// Patch embedding, with masked patches replaced by the mask token.
+    /// `images: [B, C, H, W]`, `mask: [B, H/p, W/p]` (1 = masked) → `[B, H/p, W/p, D]`.
+    pub fn embed(&self, images: Tensor<B, 4>, mask: Option<Tensor<B, 3>>) -> Tensor<B, 4> {
+        let x = self.patch_embed.forward(images);
+        match mask {
+            None => x,
+            Some(mask) => {
+                let w = mask.unsqueeze_dim::<4>(3); // [B, H/p, W/p, 1]
+                let token = self.mask_token.val().unsqueeze_dim::<4>(0); // [1, 1, 1, D]
+                x * (w.clone().neg() + 1.0) + token * w
+            }
+        }
+    }
+
+    /// The output of every stage, `[B, H_i, W_i, C_i]`, before the final norm.
+    pub fn forward_stages(&self, embedded: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        let mut outputs: Vec<Tensor<B, 4>> = Vec::with_capacity(self.layers.len());
+        let mut x = embedded;
+        for stage in &self.layers {
+            x = stage.forward(x);
+            outputs.push(x.clone());
+        }
+        outputs
+    }
+
+    /// Final normed feature map `[B, H/s, W/s, C_f]` (s = total stride).
+    pub fn forward_features(
+        &self,
+        images: Tensor<B, 4>,
+        mask: Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 4> {
+        let x = self.embed(images, mask);
+        let x = self.layers.iter().fold(x, |x, stage| stage.forward(x));
+        self.norm.forward(x)
+    }
+
+    /// Global average pool of a feature map: `[B, H, W, C]` → `[B, C]`.
+    pub fn pool(features: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [b, h, w, c] = features.dims();
+        features.reshape([b, h * w, c]).mean_dim(1).reshape([b, c])
+    }
+
+    /// Pooled features `[B, C_f]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        Self::pool(self.forward_features(images, None))
+    }
+
+    /// Logits `[B, classes]`, if the model has a head.
+    pub fn classify(&self, pooled: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.head.as_ref().map(|head| head.fc.forward(pooled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = crate::backend::Cpu;
+
+    #[test]
+    fn cyclic_shift_follows_torch_roll() {
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new((0..16).map(|v| v as f32).collect(), [1, 4, 4, 1]),
+            &Default::default(),
+        );
+        // torch.roll(arange(16).view(1,4,4,1), shifts=(1,1), dims=(1,2))[0,:,:,0]
+        let rolled: Vec<f32> = cyclic_shift(x.clone(), 1).into_data().to_vec().unwrap();
+        assert_eq!(
+            rolled,
+            [15., 12., 13., 14., 3., 0., 1., 2., 7., 4., 5., 6., 11., 8., 9., 10.]
+        );
+        let back: Vec<f32> = cyclic_shift(cyclic_shift(x.clone(), 1), -1)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(back, x.into_data().to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn window_partition_and_reverse_are_inverse() {
+        let x = Tensor::<B, 4>::random([2, 8, 8, 3], Distribution::Default, &Default::default());
+        let windows = window_partition(x.clone(), 4);
+        assert_eq!(windows.dims(), [8, 16, 3]);
+        let back = window_reverse(windows, 4, 8, 8);
+        assert_eq!(back.into_data(), x.into_data());
+    }
+}

@@ -1,0 +1,175 @@
+//! Minimal NumPy `.npy` (format 1.0/2.0) reading and writing for float32 C-order arrays,
+//! the interchange format of `eesmm features` and of the timm reference fixtures.
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// A float32 array and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyArray {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Reads a little-endian C-order array of float32, or of float64 / int32 / int64 converted to
+/// float32 (exact for the small integers of index buffers).
+pub fn read(path: &Path) -> Result<NpyArray> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    parse(&bytes).with_context(|| format!("{}: not a usable .npy file", path.display()))
+}
+
+fn parse(bytes: &[u8]) -> Result<NpyArray> {
+    ensure!(
+        bytes.len() >= 10 && &bytes[..6] == MAGIC,
+        "missing the \\x93NUMPY magic"
+    );
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            ensure!(bytes.len() >= 12, "truncated header");
+            (u32::from_le_bytes(bytes[8..12].try_into()?) as usize, 12)
+        }
+        v => bail!("unsupported .npy version {v}"),
+    };
+    ensure!(bytes.len() >= start + header_len, "truncated header");
+    let header = std::str::from_utf8(&bytes[start..start + header_len])?;
+    let field = |name: &str| -> Result<&str> {
+        let at = header
+            .find(&format!("'{name}'"))
+            .with_context(|| format!("header has no '{name}'"))?;
+        Ok(header[at + name.len() + 3..].trim_start())
+    };
+    let descr = field("descr")?;
+    let dtype = descr.get(1..4).unwrap_or_default();
+    let width = match dtype {
+        "<f4" | "<i4" => 4,
+        "<f8" | "<i8" => 8,
+        _ => bail!(
+            "dtype {} is not little-endian float32/float64/int32/int64",
+            &descr[..descr.find(',').unwrap_or(descr.len())]
+        ),
+    };
+    ensure!(
+        field("fortran_order")?.starts_with("False"),
+        "Fortran-order arrays are not supported"
+    );
+    let shape_text = field("shape")?;
+    let shape_text = &shape_text[1..shape_text.find(')').context("malformed shape")?];
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .context("malformed shape")?;
+    let count: usize = shape.iter().product();
+    let body = &bytes[start + header_len..];
+    ensure!(
+        body.len() == count * width,
+        "shape {shape:?} needs {} data bytes, the file has {}",
+        count * width,
+        body.len()
+    );
+    let data = match dtype {
+        "<f4" => body
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        "<i4" => body
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        "<f8" => body
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        _ => body
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+    };
+    Ok(NpyArray { shape, data })
+}
+
+/// Writes a float32 C-order array, atomically (temp file + rename).
+pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "shape does not match data"
+    );
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let trailing = if shape.len() == 1 { "," } else { "" };
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}{trailing}), }}",
+        dims.join(", ")
+    );
+    // Pad so that magic + version + length + header is a multiple of 64, ending in '\n'.
+    let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&[1, 0]);
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_matches_numpy_layout() {
+        let dir = std::env::temp_dir().join(format!("eesmm-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.npy");
+        let data: Vec<f32> = (0..24).map(|v| v as f32 * 0.5).collect();
+        write(&path, &[2, 3, 4], &data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            (bytes.len() - data.len() * 4) % 64,
+            0,
+            "header is 64-byte aligned"
+        );
+        assert_eq!(
+            read(&path).unwrap(),
+            NpyArray {
+                shape: vec![2, 3, 4],
+                data
+            }
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reads_the_timm_fixture_input() {
+        let input = read(Path::new("../shared/fixtures/timm-swin-small/input.npy")).unwrap();
+        assert_eq!(input.shape, vec![2, 3, 32, 32]);
+        assert_eq!(input.data.len(), 2 * 3 * 32 * 32);
+    }
+
+    #[test]
+    fn rejects_wrong_dtype_and_truncation() {
+        let mut bytes = Vec::from(MAGIC);
+        bytes.extend_from_slice(&[1, 0]);
+        let header = "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }\n";
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        assert!(format!("{:#}", parse(&bytes).unwrap_err()).contains("'>f4'"));
+        let header = header.replace(">f4", "<f4");
+        let mut truncated = Vec::from(MAGIC);
+        truncated.extend_from_slice(&[1, 0]);
+        truncated.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        truncated.extend_from_slice(header.as_bytes());
+        truncated.extend_from_slice(&[0; 4]);
+        assert!(format!("{:#}", parse(&truncated).unwrap_err()).contains("needs 8 data bytes"));
+    }
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary (one link step on 2 cores); each concept has its own module.
+
+mod integration {
+    mod cli;
+    pub mod common;
+    mod parity;
+    mod weights;
+}

@@ -1,0 +1,115 @@
+//! The `eesmm` binary as a user runs it.
+
+use std::process::Command;
+
+use eesmm::npy;
+
+use super::common::*;
+
+fn eesmm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn features_writes_timm_pooled_features_and_logits() {
+    let dir = TempDir::new("features");
+    let (out, logits) = (dir.0.join("pooled.npy"), dir.0.join("logits.npy"));
+    let output = eesmm(&[
+        "features",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--weights",
+        fixture("swin_small_cls10.safetensors").to_str().unwrap(),
+        "--input",
+        fixture("input.npy").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--logits",
+        logits.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pooled = npy::read(&out).unwrap();
+    assert_eq!(pooled.shape, vec![2, 192]);
+    assert!(
+        max_diff(
+            &pooled.data,
+            &npy::read(&fixture("expected_pooled.npy")).unwrap().data
+        ) < 1e-4
+    );
+    let logits = npy::read(&logits).unwrap();
+    assert_eq!(logits.shape, vec![2, 10]);
+    assert!(
+        max_diff(
+            &logits.data,
+            &npy::read(&fixture("expected_logits.npy")).unwrap().data
+        ) < 1e-4
+    );
+}
+
+#[test]
+fn features_rejects_an_input_of_the_wrong_size() {
+    let dir = TempDir::new("badinput");
+    let input = dir.0.join("x.npy");
+    npy::write(&input, &[1, 3, 28, 28], &vec![0.0; 3 * 28 * 28]).unwrap();
+    let output = eesmm(&[
+        "features",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--weights",
+        fixture("swin_small_backbone.safetensors").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.0.join("y.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("x.npy") && stderr.contains("[1, 3, 28, 28] is not [N, 3, 32, 32]"),
+        "{stderr}"
+    );
+    assert!(!dir.0.join("y.npy").exists());
+}
+
+#[test]
+fn info_prints_size_shapes_and_flops() {
+    let output = eesmm(&["info", "models/swin-t.yaml"]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // timm's swin_tiny_patch4_window7_224 without its 769,000-parameter head.
+    assert!(
+        stdout.contains("parameters: 27519354 (+96 mask token)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FLOPs per image: 4.49"), "{stdout}");
+    assert!(stdout.contains("7x7x768"), "{stdout}");
+}
+
+#[test]
+fn invalid_presets_fail_naming_file_and_key() {
+    let dir = TempDir::new("preset");
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(&path, "img_size: 32\npatch_size: 2\nembed_dim: 50\ndepths: [2, 2]\nnum_heads: [3, 6]\nwindow_size: 4\n").unwrap();
+    let output = eesmm(&["info", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.yaml: num_heads: stage 0: 3 heads do not divide the width 50"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use eesmm::npy;
+
+pub type B = eesmm::backend::Cpu;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/timm-swin-small")
+        .join(name)
+}
+
+pub fn test_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+pub fn preset(name: &str) -> eesmm::model::SwinConfig {
+    eesmm::model::SwinConfig::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    )
+    .unwrap()
+}
+
+pub fn read_tensor<const D: usize>(path: &Path) -> Tensor<B, D> {
+    let array = npy::read(path).unwrap();
+    Tensor::from_data(
+        TensorData::new(array.data, array.shape),
+        &Default::default(),
+    )
+}
+
+/// Largest absolute difference between two arrays of the same shape.
+pub fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b).abs().max().into_scalar()
+}
+
+/// A scratch folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("eesmm-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

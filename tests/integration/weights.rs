@@ -1,0 +1,138 @@
+//! Checkpoint import: table resizing against PyTorch/timm, and errors that name keys.
+
+use std::collections::BTreeMap;
+
+use eesmm::commands::load_model;
+use eesmm::model::weights::{read_state_dict, TableResize};
+use eesmm::npy;
+use safetensors::tensor::TensorView;
+
+use super::common::*;
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// References: `F.interpolate(mode="bicubic")` (SimMIM; scripts/make_bicubic_fixture.py) and
+/// timm 1.0.31's `resize_rel_pos_bias_table` (scripts/make_relpos_fixture.py).
+#[test]
+fn bias_table_resizing_matches_pytorch_and_timm() {
+    let table = npy::read(&test_data("relpos_table_w4.npy")).unwrap();
+    assert_eq!(table.shape, vec![49, 3]);
+    for (resize, file) in [
+        (TableResize::Bicubic, "relpos_table_w4_bicubic_w"),
+        (TableResize::TimmGeometric, "relpos_table_w4_to_w"),
+    ] {
+        for window in [7, 2] {
+            let expected = npy::read(&test_data(&format!("{file}{window}.npy"))).unwrap();
+            let ours = resize.apply(&table.data, 7, 3, 2 * window - 1);
+            let err = max_diff(&ours, &expected.data);
+            assert!(
+                err < 1e-5,
+                "{resize:?} to window {window}: differs by {err}"
+            );
+        }
+    }
+}
+
+/// Writes `dict` (name → (shape, values)) as a safetensors file.
+fn write_safetensors(path: &std::path::Path, dict: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+    let bytes: BTreeMap<&String, (Vec<usize>, Vec<u8>)> = dict
+        .iter()
+        .map(|(k, (shape, values))| {
+            (
+                k,
+                (
+                    shape.clone(),
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+            )
+        })
+        .collect();
+    let views: Vec<(&String, TensorView)> = bytes
+        .iter()
+        .map(|(k, (shape, data))| {
+            (
+                *k,
+                TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_unexpected_and_misshapen_keys_are_named() {
+    let dict = read_state_dict(&fixture("swin_small_backbone.safetensors")).unwrap();
+    let mut dict: BTreeMap<String, (Vec<usize>, Vec<f32>)> = dict
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape.to_vec(), v.to_vec::<f32>().unwrap())))
+        .collect();
+    dict.remove("layers.1.blocks.0.mlp.fc2.bias");
+    dict.insert("layers.9.extra.weight".into(), (vec![2], vec![0.0, 1.0]));
+    dict.insert("norm.bias".into(), (vec![7], vec![0.0; 7]));
+    let dir = TempDir::new("weights");
+    let path = dir.0.join("broken.safetensors");
+    write_safetensors(&path, &dict);
+
+    let error = load_model::<B>(
+        preset("swin-micro-32.yaml"),
+        &path,
+        false,
+        &Default::default(),
+    )
+    .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("broken.safetensors"), "{message}");
+    assert!(
+        message.contains("missing from the checkpoint: layers.1.blocks.0.mlp.fc2.bias"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unexpected in the checkpoint: layers.9.extra.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("norm.beta") || message.contains("norm.bias"),
+        "{message}"
+    );
+    assert!(message.contains("3 problems"), "{message}");
+}
+
+#[test]
+fn a_head_is_required_only_when_asked_for() {
+    let device = Default::default();
+    let backbone = fixture("swin_small_backbone.safetensors");
+    let error =
+        load_model::<B>(preset("swin-micro-32.yaml"), &backbone, true, &device).unwrap_err();
+    assert!(format!("{error:#}").contains("has no classifier head (head.fc.weight)"));
+    // A checkpoint with a head loads into the encoder alone; the head keys are reported as ignored.
+    let (_, report) = load_model::<B>(
+        preset("swin-micro-32.yaml"),
+        &fixture("swin_small_cls10.safetensors"),
+        false,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(
+        report.ignored,
+        vec!["head.fc.bias".to_string(), "head.fc.weight".to_string()]
+    );
+}
+
+#[test]
+fn files_that_are_not_checkpoints_are_rejected_by_name() {
+    let dir = TempDir::new("notckpt");
+    let path = dir.0.join("weights.pth");
+    std::fs::write(&path, b"this is not a checkpoint").unwrap();
+    let message = format!("{:#}", read_state_dict(&path).unwrap_err());
+    assert!(
+        message.contains("weights.pth")
+            && message.contains("neither a safetensors file nor a PyTorch checkpoint"),
+        "{message}"
+    );
+}
