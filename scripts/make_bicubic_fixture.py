@@ -1,6 +1,7 @@
 """Reference for eesmm's relative-position-bias table resize: SimMIM's bicubic rule,
 torch.nn.functional.interpolate(mode="bicubic", align_corners=False) on each head's
-(2w-1)x(2w-1) table. Writes tests/data/relpos_table_w4_bicubic_w{7,2}.npy."""
+(2w-1)x(2w-1) table. Writes tests/data/relpos_table_w4_bicubic_w{7,2}.npy (run from the repository root after
+make_relpos_fixture.py)."""
 import numpy as np
 import torch
 import torch.nn.functional as F

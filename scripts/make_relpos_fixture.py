@@ -19,7 +19,7 @@ Writes (float32 .npy) into tests/data/:
                                           backbone through checkpoint_filter_fn (every table resized 4->7;
                                           stage resolutions 28/14/7, so no padding; stage 2 has shift 0)
 
-Run: /work/pyref/bin/python scripts/make_relpos_fixture.py
+Run from the repository root with torch + timm 1.0.31 installed.
 """
 import os
 import warnings
@@ -31,8 +31,7 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CKPT = os.environ.get("SWIN_FIXTURE",
-                      "/work/shared/fixtures/timm-swin-small/swin_small_backbone.safetensors")
+CKPT = os.path.join(ROOT, "..", "shared", "fixtures", "timm-swin-small", "swin_small_backbone.safetensors")
 OUT = os.path.join(ROOT, "tests", "data")
 KEY = "layers.0.blocks.0.attn.relative_position_bias_table"
 

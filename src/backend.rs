@@ -1,15 +1,15 @@
-//! Which burn backend runs a command: `--device cpu` (burn's Flex backend) or `--device cuda[:N]`
+//! Which burn backend runs a command: `--device cpu` (burn's NdArray backend) or `--device cuda[:N]`
 //! (burn's CUDA backend, behind the `cuda` cargo feature). Commands are written once, generic
 //! over `B: AutodiffBackend`, and [`with_backend!`](crate::with_backend) picks the concrete type.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The CPU backend. Flex measured faster than NdArray for Swin on 2 cores (README, "Speed").
-pub type Cpu = burn::backend::Flex;
-/// NdArray, kept behind the `ndarray` feature so `eesmm bench encoder` can compare it.
-#[cfg(feature = "ndarray")]
-pub type CpuNdArray = burn::backend::NdArray;
+/// The CPU backend. NdArray measured faster than Flex for Swin on 2 cores (README, "Speed").
+pub type Cpu = burn::backend::NdArray;
+/// Flex, kept behind the `flex` feature so `eesmm bench encoder` can compare it.
+#[cfg(feature = "flex")]
+pub type CpuFlex = burn::backend::Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 

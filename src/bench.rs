@@ -53,7 +53,7 @@ fn encoder(args: &EncoderBenchArgs) -> Result<()> {
         let row = with_backend!(args.device, |B, device| Ok::<_, anyhow::Error>(
             measure::<B>(&config, batch, args, &device)
         ))?;
-        for mut row in std::iter::once(row).chain(ndarray_row(&config, batch, args)) {
+        for mut row in std::iter::once(row).chain(flex_row(&config, batch, args)) {
             row.model = name.clone();
             if args.json {
                 println!("{}", serde_json::to_string(&row)?);
@@ -72,20 +72,20 @@ fn encoder(args: &EncoderBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The same case on the NdArray backend, when built with the `ndarray` feature and run on CPU.
-#[cfg(feature = "ndarray")]
-fn ndarray_row(
+/// The same case on the Flex backend, when built with the `flex` feature and run on CPU.
+#[cfg(feature = "flex")]
+fn flex_row(
     config: &SwinConfig,
     batch: usize,
     args: &EncoderBenchArgs,
 ) -> Option<EncoderThroughput> {
-    type NdArray = burn::backend::Autodiff<crate::backend::CpuNdArray>;
+    type Flex = burn::backend::Autodiff<crate::backend::CpuFlex>;
     (args.device == crate::backend::DeviceSpec::Cpu)
-        .then(|| measure::<NdArray>(config, batch, args, &Default::default()))
+        .then(|| measure::<Flex>(config, batch, args, &Default::default()))
 }
 
-#[cfg(not(feature = "ndarray"))]
-fn ndarray_row(_: &SwinConfig, _: usize, _: &EncoderBenchArgs) -> Option<EncoderThroughput> {
+#[cfg(not(feature = "flex"))]
+fn flex_row(_: &SwinConfig, _: usize, _: &EncoderBenchArgs) -> Option<EncoderThroughput> {
     None
 }
 

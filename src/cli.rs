@@ -26,6 +26,14 @@ pub enum Command {
     },
     /// Run the encoder on an NCHW float32 .npy and write pooled features (and logits).
     Features(FeaturesArgs),
+    /// Compare two .npy arrays (e.g. eesmm features against PyTorch's); exit 1 above --tol.
+    Diff {
+        actual: PathBuf,
+        expected: PathBuf,
+        /// Largest allowed absolute difference.
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f32,
+    },
     /// Throughput benchmarks (images/s).
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -20,6 +20,11 @@ pub fn run(command: Command) -> Result<()> {
         Command::Features(args) => {
             with_backend!(args.device, |B, device| features::<B>(&args, &device))
         }
+        Command::Diff {
+            actual,
+            expected,
+            tol,
+        } => diff(&actual, &expected, tol),
         Command::Bench(command) => bench::run(command),
     }
 }
@@ -97,4 +102,34 @@ fn features<B: AutodiffBackend>(args: &FeaturesArgs, device: &B::Device) -> Resu
         write_matrix(path, logits)?;
     }
     write_matrix(&args.out, pooled)
+}
+
+/// Prints the max absolute and relative difference of two arrays; fails above `tol`.
+fn diff(actual: &Path, expected: &Path, tol: f32) -> Result<()> {
+    let (a, b) = (npy::read(actual)?, npy::read(expected)?);
+    ensure!(
+        a.shape == b.shape,
+        "shapes differ: {:?} in {} vs {:?} in {}",
+        a.shape,
+        actual.display(),
+        b.shape,
+        expected.display()
+    );
+    let max_abs = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let scale = b.data.iter().map(|y| y.abs()).fold(0.0f32, f32::max);
+    println!(
+        "shape {:?}  max abs diff {max_abs:.3e}  relative to max |expected| {:.3e}",
+        a.shape,
+        max_abs / scale.max(f32::MIN_POSITIVE)
+    );
+    ensure!(
+        max_abs <= tol,
+        "max abs diff {max_abs:.3e} is above the tolerance {tol:.1e}"
+    );
+    Ok(())
 }

@@ -113,3 +113,32 @@ fn invalid_presets_fail_naming_file_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn diff_reports_the_error_and_fails_above_the_tolerance() {
+    let (f32_pooled, f64_pooled) = (
+        fixture("expected_pooled.npy"),
+        fixture("expected_pooled_f64.npy"),
+    );
+    let args = |tol: &'static str| {
+        [
+            "diff",
+            f32_pooled.to_str().unwrap(),
+            f64_pooled.to_str().unwrap(),
+            "--tol",
+            tol,
+        ]
+        .map(String::from)
+    };
+    // timm's float32 and float64 pooled outputs differ by 8.7e-7 (manifest.json).
+    let output = eesmm(&args("1e-5").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("max abs diff 8.6"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = eesmm(&args("1e-7").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is above the tolerance 1.0e-7"));
+}

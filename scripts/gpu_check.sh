@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# CUDA check, run on a GPU machine from the repository root:
+#   scripts/gpu_check.sh EESMM_CUDA_BINARY FIXTURES_DIR OUT_DIR
+# The binary is built without a GPU (`CUDARC_CUDA_VERSION=13000 cargo build --release
+# --features cuda`); FIXTURES_DIR holds ../shared/fixtures/timm-swin-small. It checks the CUDA
+# encoder against timm's outputs, then measures encoder throughput next to PyTorch eager (timm)
+# on the same GPU, when python3 with torch + timm is there.
+set -uo pipefail
+bin=$1 fixtures=$2 out=$3
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+"$bin" features --device cuda --model models/swin-micro-32.yaml \
+    --weights "$fixtures/swin_small_cls10.safetensors" --input "$fixtures/input.npy" \
+    --out "$out/pooled.npy" --logits "$out/logits.npy"
+echo "cuda pooled vs timm:"; "$bin" diff "$out/pooled.npy" "$fixtures/expected_pooled.npy"
+echo "cuda logits vs timm:"; "$bin" diff "$out/logits.npy" "$fixtures/expected_logits.npy"
+
+for case in "swin-micro-32 256" "swin-t 64" "swin-b 32"; do
+    set -- $case
+    "$bin" bench encoder --device cuda --model "models/$1.yaml" --batch "$2" --iters 10 --warmup 3 --json
+    python3 scripts/timm_bench.py --device cuda --preset "models/$1.yaml" --batch "$2" --iters 10 --warmup 3
+done
