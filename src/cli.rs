@@ -26,6 +26,15 @@ pub enum Command {
     },
     /// Run the encoder on an NCHW float32 .npy and write pooled features (and logits).
     Features(FeaturesArgs),
+    /// Pretrain an encoder (EESMM or the SimMIM baseline) from a stage YAML.
+    Pretrain {
+        /// Stage YAML (model, data, objective, optimizer, train).
+        #[arg(long)]
+        config: PathBuf,
+        /// Resume from this checkpoint folder (default: the run directory's latest, if any).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
     /// Compare two .npy arrays (e.g. eesmm features against PyTorch's); exit 1 above --tol.
     Diff {
         actual: PathBuf,

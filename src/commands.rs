@@ -20,6 +20,12 @@ pub fn run(command: Command) -> Result<()> {
         Command::Features(args) => {
             with_backend!(args.device, |B, device| features::<B>(&args, &device))
         }
+        Command::Pretrain { config, resume } => {
+            let stage = crate::pretrain::PretrainStage::load(&config)?;
+            let run_dir = crate::pretrain::run::run(&stage, resume)?;
+            println!("pretraining finished: {}", run_dir.display());
+            Ok(())
+        }
         Command::Diff {
             actual,
             expected,

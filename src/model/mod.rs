@@ -1,6 +1,7 @@
 //! The Swin Transformer encoder: configuration, network, checkpoint import and a summary.
 
 pub mod config;
+pub mod decoder;
 pub mod info;
 pub mod swin;
 pub mod weights;

@@ -1,0 +1,5 @@
+//! The training machinery shared by pretraining and fine-tuning.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod report;

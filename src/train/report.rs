@@ -1,0 +1,189 @@
+//! What a run shows: a progress bar, `metrics.jsonl`, `loss.png` and reconstruction grids.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::data::Normalization;
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+pub fn progress_bar(total: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
+/// `metrics.jsonl`: one JSON object per logged step. On resume, lines past the checkpoint's
+/// step are dropped so the file reads as one uninterrupted run.
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    pub fn open(run_dir: &Path, resumed_step: usize) -> Result<Self> {
+        let path = run_dir.join("metrics.jsonl");
+        if path.exists() {
+            let kept: Vec<String> = read_lines(&path)?
+                .into_iter()
+                .filter(|line| step_of(line).is_some_and(|s| s <= resumed_step))
+                .collect();
+            let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+            crate::fsutil::write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(Self { path })
+    }
+
+    pub fn append(&self, record: &Map<String, Value>) -> Result<()> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        writeln!(file, "{}", Value::Object(record.clone()))?;
+        Ok(())
+    }
+
+    pub fn records(&self) -> Result<Vec<Map<String, Value>>> {
+        Ok(read_lines(&self.path)?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.as_object().cloned())
+            .collect())
+    }
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(std::io::BufReader::new(file)
+        .lines()
+        .map_while(|l| l.ok())
+        .collect())
+}
+
+fn step_of(line: &str) -> Option<usize> {
+    serde_json::from_str::<Value>(line)
+        .ok()?
+        .get("step")?
+        .as_u64()
+        .map(|s| s as usize)
+}
+
+/// Plots `keys` of the metric records against `step` into a PNG.
+pub fn plot_losses(
+    path: &Path,
+    records: &[Map<String, Value>],
+    keys: &[&str],
+    title: &str,
+) -> Result<()> {
+    const W: u32 = 900;
+    const H: u32 = 500;
+    let series: Vec<(&str, Vec<(f64, f64)>)> = keys
+        .iter()
+        .map(|&k| {
+            let points = records
+                .iter()
+                .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(k)?.as_f64()?)))
+                .collect();
+            (k, points)
+        })
+        .filter(|(_, p): &(&str, Vec<(f64, f64)>)| !p.is_empty())
+        .collect();
+    let all = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_max, mut y_max) = (1.0f64, 0.0f64);
+    for &(x, y) in all {
+        x_max = x_max.max(x);
+        y_max = y_max.max(y);
+    }
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let mut buffer = vec![255u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (W, H)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..(y_max * 1.05).max(1e-6))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, (name, points)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    save_rgb(path, W, H, buffer)
+}
+
+fn save_rgb(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()> {
+    let image = image::RgbImage::from_raw(width, height, pixels).context("image buffer size")?;
+    let mut bytes = Vec::new();
+    image.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// A grid of images: one row per sample, one column per entry; each entry is a normalised
+/// `[C, S, S]` image. Tiles are enlarged `zoom` times (nearest) and separated by 2 px.
+pub fn image_grid(
+    path: &Path,
+    rows: &[Vec<Vec<f32>>],
+    channels: usize,
+    size: usize,
+    norm: &Normalization,
+) -> Result<()> {
+    let zoom = (96 / size).max(1);
+    let tile = size * zoom;
+    let cols = rows.first().map_or(0, |r| r.len());
+    let (w, h) = (cols * (tile + 2) + 2, rows.len() * (tile + 2) + 2);
+    let mut pixels = vec![64u8; w * h * 3];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, img) in row.iter().enumerate() {
+            let (ox, oy) = (2 + c * (tile + 2), 2 + r * (tile + 2));
+            for y in 0..tile {
+                for x in 0..tile {
+                    let (sy, sx) = (y / zoom, x / zoom);
+                    for k in 0..3 {
+                        let ch = if channels == 1 { 0 } else { k };
+                        let v = img[(ch * size + sy) * size + sx] * norm.std[ch] + norm.mean[ch];
+                        pixels[((oy + y) * w + ox + x) * 3 + k] =
+                            (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+    }
+    save_rgb(path, w as u32, h as u32, pixels)
+}
