@@ -20,15 +20,15 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     })
 }
 
-/// 1-based line and column of the first `key:` in `text`.
+/// 1-based line and column of the first `key:` in `text`, in block or flow style.
 fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
     text.lines().enumerate().find_map(|(i, line)| {
-        let indent = line.len() - line.trim_start().len();
-        let rest = line.trim_start().trim_start_matches("- ");
-        let offset = line.trim_start().len() - rest.len();
-        rest.strip_prefix(key)
-            .filter(|after| after.trim_start().starts_with(':'))
-            .map(|_| (i + 1, indent + offset + 1))
+        line.match_indices(key).find_map(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = line[at + key.len()..].trim_start();
+            let starts_token = before.is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'));
+            (starts_token && after.starts_with(':')).then_some((i + 1, at + 1))
+        })
     })
 }
 
@@ -52,6 +52,18 @@ mod tests {
             error
                 .to_string()
                 .starts_with("line 4 column 3: unknown field `epoch`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_flow_mappings_get_their_position() {
+        let error =
+            from_str::<Vec<Stage>>("- {name: a, epochs: 1}\n- {name: b, epoch: 2}\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 2 column 13: unknown field `epoch`"),
             "{error}"
         );
     }

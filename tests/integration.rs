@@ -3,6 +3,8 @@
 mod integration {
     mod cli;
     pub mod common;
+    mod data;
     mod parity;
+    mod pretrain;
     mod weights;
 }

@@ -175,11 +175,11 @@ fn train<B: AutodiffBackend>(
 
     B::seed(device, stage.train.seed);
     let mut model = PretrainModel::<B>::new(&config, &objective, device);
-    let mut optimizer = GroupedAdamW::new(&stage.optimizer, &model);
     let mut start = 0;
-    if let Some(path) = resume.or_else(|| checkpoint::latest(&run_dir)) {
+    let resume_from = resume.or_else(|| checkpoint::latest(&run_dir));
+    if let Some(path) = &resume_from {
         let state;
-        (model, optimizer, state) = checkpoint::load(&path, model, optimizer, device)?;
+        (model, state) = checkpoint::load(path, model, device)?;
         ensure!(
             state.total_steps == total_steps,
             "{}: made for {} steps, this configuration has {total_steps}",
@@ -188,6 +188,10 @@ fn train<B: AutodiffBackend>(
         );
         tracing::info!("resuming from {} (step {})", path.display(), state.step);
         start = state.step;
+    }
+    let mut optimizer = GroupedAdamW::new(&stage.optimizer, &model);
+    if let Some(path) = &resume_from {
+        optimizer = checkpoint::load_optimizer(path, optimizer, device)?;
     }
     write_json(&run_dir.join("stage.json"), &serde_json::to_value(stage)?)?;
     let metrics = MetricsLog::open(&run_dir, start)?;

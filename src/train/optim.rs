@@ -2,16 +2,20 @@
 //! relative-position-bias tables and the mask token), a cosine schedule with linear warm-up,
 //! and global-norm gradient clipping (PyTorch's `clip_grad_norm_`).
 //!
-//! burn 0.21's AdamW applies one weight decay to every parameter it steps, so each group has its
-//! own AdamW and gets only its own gradients.
 
-use burn::module::{AutodiffModule, ParamId};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::path::Path;
+
+use anyhow::Context;
+use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType;
 use burn_store::ModuleSnapshot;
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 /// `optimizer:` in a training stage.
@@ -94,44 +98,6 @@ impl CosineSchedule {
     }
 }
 
-/// A parameter's gradient, whatever its rank.
-enum Grad<B: Backend> {
-    R1(Tensor<B, 1>),
-    R2(Tensor<B, 2>),
-    R3(Tensor<B, 3>),
-    R4(Tensor<B, 4>),
-}
-
-impl<B: Backend> Grad<B> {
-    fn take(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Self> {
-        match rank {
-            1 => grads.remove(id).map(Self::R1),
-            2 => grads.remove(id).map(Self::R2),
-            3 => grads.remove(id).map(Self::R3),
-            4 => grads.remove(id).map(Self::R4),
-            _ => None,
-        }
-    }
-
-    fn squared_norm(&self) -> Tensor<B, 1> {
-        match self {
-            Self::R1(g) => g.clone().powi_scalar(2).sum(),
-            Self::R2(g) => g.clone().powi_scalar(2).sum(),
-            Self::R3(g) => g.clone().powi_scalar(2).sum(),
-            Self::R4(g) => g.clone().powi_scalar(2).sum(),
-        }
-    }
-
-    fn scaled_into(self, grads: &mut GradientsParams, id: ParamId, scale: f64) {
-        match self {
-            Self::R1(g) => grads.register(id, g.mul_scalar(scale)),
-            Self::R2(g) => grads.register(id, g.mul_scalar(scale)),
-            Self::R3(g) => grads.register(id, g.mul_scalar(scale)),
-            Self::R4(g) => grads.register(id, g.mul_scalar(scale)),
-        }
-    }
-}
-
 /// Whether a parameter path is exempt from weight decay (timm's `no_weight_decay` rules).
 pub fn is_no_decay(path: &str) -> bool {
     let name = path.rsplit('.').next().unwrap_or(path);
@@ -141,13 +107,29 @@ pub fn is_no_decay(path: &str) -> bool {
     )
 }
 
-/// Two AdamWs over one module: with and without weight decay.
-pub struct GroupedAdamW<B: AutodiffBackend, M: AutodiffModule<B>> {
-    decay: OptimizerAdaptor<AdamW, M, B>,
-    no_decay: OptimizerAdaptor<AdamW, M, B>,
-    /// Every parameter: id, rank, and whether it is in the no-decay group.
-    params: Vec<(ParamId, usize, bool)>,
+/// One trainable parameter as the optimizer sees it.
+#[derive(Debug, Clone)]
+struct ParamInfo {
+    id: ParamId,
+    path: String,
+    rank: usize,
+    weight_decay: f64,
+}
+
+/// Adam moments of one parameter, flattened: `(step count, m, v)`.
+type Moments<B> = (usize, Tensor<B, 1>, Tensor<B, 1>);
+
+/// AdamW (decoupled weight decay, PyTorch's update rule) with per-parameter weight decay and
+/// global-norm clipping. burn 0.21's AdamW has one weight decay for every parameter, and its
+/// saved moments did not survive a file round trip here (resumed runs diverged), so the
+/// moments are kept by parameter path and saved as safetensors.
+pub struct GroupedAdamW<B: AutodiffBackend, M> {
+    params: Vec<ParamInfo>,
+    moments: HashMap<ParamId, Moments<B::InnerBackend>>,
+    betas: [f64; 2],
+    eps: f64,
     clip_grad: Option<f64>,
+    module: PhantomData<M>,
 }
 
 /// What one optimizer step reports.
@@ -156,48 +138,88 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// Takes one parameter's gradient out of `grads`, flattened to `[numel]`.
+fn take_flat<B: Backend>(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    rank: usize,
+) -> Option<Tensor<B, 1>> {
+    fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
+        let n = t.shape().num_elements();
+        t.reshape([n])
+    }
+    match rank {
+        1 => grads.remove::<B, 1>(id),
+        2 => grads.remove::<B, 2>(id).map(flat),
+        3 => grads.remove::<B, 3>(id).map(flat),
+        4 => grads.remove::<B, 4>(id).map(flat),
+        _ => None,
+    }
+}
+
+/// Applies `θ ← θ·keep − Δ` (keep = 1 − lr·wd) to every parameter that has an update.
+struct ApplyUpdates<B: Backend> {
+    updates: HashMap<ParamId, (f64, Tensor<B, 1>)>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for ApplyUpdates<B::InnerBackend> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some((keep, delta)) = self.updates.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let shape = tensor.shape();
+        let updated = tensor.inner().mul_scalar(keep) - delta.reshape(shape);
+        Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
+    }
+}
+
 impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<B, M> {
     pub fn new(config: &OptimizerConfig, module: &M) -> Self {
-        let adamw = |weight_decay: f64| {
-            AdamWConfig::new()
-                .with_beta_1(config.betas[0] as f32)
-                .with_beta_2(config.betas[1] as f32)
-                .with_epsilon(config.eps as f32)
-                .with_weight_decay(weight_decay as f32)
-                .init()
-        };
         let params = module
             .collect(None, None, false)
             .into_iter()
             .map(|s| {
-                (
-                    s.tensor_id.expect("parameters have ids"),
-                    s.shape.num_dims(),
-                    is_no_decay(&s.full_path()),
-                )
+                let path = s.full_path();
+                let weight_decay = if is_no_decay(&path) {
+                    0.0
+                } else {
+                    config.weight_decay
+                };
+                ParamInfo {
+                    id: s.tensor_id.expect("parameters have ids"),
+                    rank: s.shape.num_dims(),
+                    path,
+                    weight_decay,
+                }
             })
             .collect();
         Self {
-            decay: adamw(config.weight_decay),
-            no_decay: adamw(0.0),
             params,
+            moments: HashMap::new(),
+            betas: config.betas,
+            eps: config.eps,
             clip_grad: config.clip_grad,
+            module: PhantomData,
         }
     }
 
-    /// Clips the global gradient norm, then steps each group with its own gradients.
+    /// Clips the global gradient norm, updates the moments and applies one AdamW step.
     pub fn step(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> (M, StepStats) {
-        let taken: Vec<(ParamId, bool, Grad<B::InnerBackend>)> = self
+        let taken: Vec<(usize, Tensor<B::InnerBackend, 1>)> = self
             .params
             .iter()
-            .filter_map(|&(id, rank, no_decay)| {
-                Grad::take(&mut grads, id, rank).map(|g| (id, no_decay, g))
+            .enumerate()
+            .filter_map(|(i, p)| {
+                take_flat::<B::InnerBackend>(&mut grads, p.id, p.rank).map(|g| (i, g))
             })
             .collect();
         let (scale, grad_norm) = match self.clip_grad {
-            Some(max_norm) => {
-                let squares: Vec<Tensor<B::InnerBackend, 1>> =
-                    taken.iter().map(|(_, _, g)| g.squared_norm()).collect();
+            Some(max_norm) if !taken.is_empty() => {
+                let squares = taken
+                    .iter()
+                    .map(|(_, g)| g.clone().powi_scalar(2).sum())
+                    .collect();
                 let norm = Tensor::cat(squares, 0)
                     .sum()
                     .sqrt()
@@ -205,33 +227,86 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
                     .elem::<f64>();
                 ((max_norm / (norm + 1e-6)).min(1.0), norm)
             }
-            None => (1.0, 0.0),
+            _ => (1.0, 0.0),
         };
-        let (mut decay, mut no_decay) = (GradientsParams::new(), GradientsParams::new());
-        for (id, exempt, grad) in taken {
-            grad.scaled_into(if exempt { &mut no_decay } else { &mut decay }, id, scale);
+        let [b1, b2] = self.betas;
+        let mut updates = HashMap::new();
+        for (i, grad) in taken {
+            let param = &self.params[i];
+            let grad = grad.mul_scalar(scale);
+            let (time, m, v) = match self.moments.remove(&param.id) {
+                Some((t, m, v)) => (
+                    t + 1,
+                    m.mul_scalar(b1) + grad.clone().mul_scalar(1.0 - b1),
+                    v.mul_scalar(b2) + grad.powi_scalar(2).mul_scalar(1.0 - b2),
+                ),
+                None => (
+                    1,
+                    grad.clone().mul_scalar(1.0 - b1),
+                    grad.powi_scalar(2).mul_scalar(1.0 - b2),
+                ),
+            };
+            let m_hat = m.clone().div_scalar(1.0 - b1.powi(time as i32));
+            let v_hat = v.clone().div_scalar(1.0 - b2.powi(time as i32));
+            let delta = (m_hat / v_hat.sqrt().add_scalar(self.eps)).mul_scalar(lr);
+            updates.insert(param.id, (1.0 - lr * param.weight_decay, delta));
+            self.moments.insert(param.id, (time, m, v));
         }
-        let module = self.decay.step(lr, module, decay);
-        let module = self.no_decay.step(lr, module, no_decay);
+        let module = module.map(&mut ApplyUpdates::<B::InnerBackend> { updates });
         (module, StepStats { grad_norm })
     }
 
-    /// Saves both groups' moments (`<stem>.decay.mpk`, `<stem>.no_decay.mpk`).
-    pub fn save(&self, stem: &std::path::Path) -> anyhow::Result<()> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        recorder.record(self.decay.to_record(), stem.with_extension("decay"))?;
-        recorder.record(self.no_decay.to_record(), stem.with_extension("no_decay"))?;
-        Ok(())
+    /// Saves the moments as safetensors (`<path>.exp_avg`, `<path>.exp_avg_sq`; step counts in
+    /// the metadata), keyed by parameter path so they survive new parameter ids.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let mut host: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut steps = HashMap::new();
+        for param in &self.params {
+            if let Some((time, m, v)) = self.moments.get(&param.id) {
+                for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                    let data = t.clone().into_data().convert::<f32>();
+                    host.push((
+                        format!("{}.{suffix}", param.path),
+                        data.shape.to_vec(),
+                        data.as_bytes().to_vec(),
+                    ));
+                }
+                steps.insert(param.path.clone(), time.to_string());
+            }
+        }
+        let views = host
+            .iter()
+            .map(|(k, shape, bytes)| {
+                Ok((
+                    k.clone(),
+                    TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        crate::fsutil::write_atomic(path, &safetensors::serialize(views, Some(steps))?)
     }
 
-    pub fn load(mut self, stem: &std::path::Path, device: &B::Device) -> anyhow::Result<Self> {
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.decay = self
-            .decay
-            .load_record(recorder.load(stem.with_extension("decay"), device)?);
-        self.no_decay = self
-            .no_decay
-            .load_record(recorder.load(stem.with_extension("no_decay"), device)?);
+    pub fn load(mut self, path: &Path, device: &B::Device) -> anyhow::Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes)?;
+        let steps = metadata.metadata().clone().unwrap_or_default();
+        let file = SafeTensors::deserialize(&bytes)?;
+        let read = |key: &str| -> anyhow::Result<Tensor<B::InnerBackend, 1>> {
+            let view = file
+                .tensor(key)
+                .with_context(|| format!("{}: no {key}", path.display()))?;
+            let data =
+                TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), DType::F32);
+            Ok(Tensor::from_data(data, device))
+        };
+        for param in &self.params {
+            if let Some(time) = steps.get(&param.path) {
+                let m = read(&format!("{}.exp_avg", param.path))?;
+                let v = read(&format!("{}.exp_avg_sq", param.path))?;
+                self.moments.insert(param.id, (time.parse()?, m, v));
+            }
+        }
         Ok(self)
     }
 }
@@ -259,6 +334,46 @@ mod tests {
         assert!((schedule.at(10) - 2e-3).abs() < 1e-12);
         assert!((schedule.at(60) - (2e-5 + 0.5 * (2e-3 - 2e-5))).abs() < 1e-12);
         assert!((schedule.at(110) - 2e-5).abs() < 1e-12);
+    }
+
+    /// First AdamW step: m̂ = g and v̂ = g², so each weight moves by lr·g/(|g| + eps) after the
+    /// decoupled decay θ·(1 − lr·wd); biases are not decayed.
+    #[test]
+    fn first_step_follows_pytorchs_adamw() {
+        type B = burn::backend::Autodiff<crate::backend::Cpu>;
+        let device = Default::default();
+        let model = crate::model::decoder::LinearDecoder::<B>::new(3, 1, 2, &device);
+        let (w0, b0) = (
+            model.proj.weight.val().into_data(),
+            model.proj.bias.as_ref().unwrap().val().into_data(),
+        );
+        let config: OptimizerConfig =
+            crate::yaml::from_str("base_lr: 1.0\nweight_decay: 0.05\n").unwrap();
+        let mut optimizer = GroupedAdamW::new(&config, &model);
+        let loss = model
+            .forward(Tensor::ones([1, 1, 1, 3], &device).mul_scalar(2.0))
+            .sum(); // dL/dw = 2, dL/db = 1
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (model, _) = optimizer.step(0.1, model, grads);
+        let w1: Vec<f32> = model.proj.weight.val().into_data().to_vec().unwrap();
+        let b1: Vec<f32> = model
+            .proj
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (a, b) in w0.to_vec::<f32>().unwrap().iter().zip(&w1) {
+            assert!(
+                (a * (1.0 - 0.1 * 0.05) - 0.1 - b).abs() < 1e-6,
+                "{a} -> {b}"
+            );
+        }
+        for (a, b) in b0.to_vec::<f32>().unwrap().iter().zip(&b1) {
+            assert!((a - 0.1 - b).abs() < 1e-6, "{a} -> {b}");
+        }
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Dataset readers on real data: Fashion-MNIST from Debian's package, the CIFAR fixtures.
+
+use std::io::Write;
+use std::path::Path;
+
+use eesmm::data::{cifar, fashion_mnist, Split};
+
+use super::common::TempDir;
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/cifar")
+}
+
+fn fmnist_root() -> &'static Path {
+    Path::new(fashion_mnist::DEFAULT_ROOT)
+}
+
+/// Fashion-MNIST has 60,000 / 10,000 images of 28x28, exactly 6,000 / 1,000 per class.
+#[test]
+fn fashion_mnist_has_its_published_counts() {
+    for (split, total, per_class) in [(Split::Train, 60_000, 6_000), (Split::Test, 10_000, 1_000)] {
+        let data = fashion_mnist::load(fmnist_root(), split).unwrap();
+        assert_eq!(data.len(), total);
+        assert!(data
+            .images
+            .iter()
+            .all(|i| (i.height, i.width, i.channels) == (28, 28, 1)));
+        let mut counts = [0usize; 10];
+        for &l in &data.labels {
+            counts[l] += 1;
+        }
+        assert_eq!(counts, [per_class; 10], "{split:?}");
+        assert_eq!(data.class_names[9], "Ankle boot");
+    }
+}
+
+#[test]
+fn fashion_mnist_reads_plain_idx_and_names_truncated_files() {
+    let dir = TempDir::new("fmnist");
+    let gz = std::fs::read(fmnist_root().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    // Plain (uncompressed) files are read too.
+    std::fs::write(dir.0.join("t10k-images-idx3-ubyte"), &raw).unwrap();
+    std::fs::copy(
+        fmnist_root().join("t10k-labels-idx1-ubyte.gz"),
+        dir.0.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    let plain = fashion_mnist::load(&dir.0, Split::Test).unwrap();
+    let packaged = fashion_mnist::load(fmnist_root(), Split::Test).unwrap();
+    assert_eq!(plain.images[1234], packaged.images[1234]);
+    // Cut the file in the middle of record 5000.
+    let cut = 16 + 5000 * 784 + 100;
+    std::fs::File::create(dir.0.join("t10k-images-idx3-ubyte"))
+        .unwrap()
+        .write_all(&raw[..cut])
+        .unwrap();
+    let message = format!(
+        "{:#}",
+        fashion_mnist::load(&dir.0, Split::Test).unwrap_err()
+    );
+    assert!(
+        message.contains("t10k-images-idx3-ubyte: truncated at record 5000 of 10000"),
+        "{message}"
+    );
+}
+
+/// The binary CIFAR-10 fixture against the Python pickle version of the same test images.
+#[test]
+fn cifar10_binary_matches_the_pickle_version() {
+    let data = cifar::load_cifar10(&fixtures().join("cifar-10-batches-bin"), Split::Test).unwrap();
+    assert_eq!(data.len(), 20);
+    assert_eq!(
+        data.labels,
+        vec![3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
+    );
+    assert_eq!(data.class_names[3], "cat");
+    let first = &data.images[0];
+    let pixel = |y: usize, x: usize| &first.pixels[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3];
+    assert_eq!(pixel(0, 0), [158, 112, 49]);
+    assert_eq!(pixel(31, 31), [21, 67, 110]);
+    assert_eq!(pixel(10, 20), [175, 165, 154]);
+    let sum: u64 = data
+        .images
+        .iter()
+        .flat_map(|i| i.pixels.iter())
+        .map(|&p| p as u64)
+        .sum();
+    assert_eq!(sum, 7_387_458);
+}
+
+#[test]
+fn cifar100_reads_fine_labels_and_names_truncated_files() {
+    let root = fixtures().join("cifar-100-binary");
+    let data = cifar::load_cifar100(&root, Split::Test).unwrap();
+    assert_eq!(data.len(), 20);
+    assert_eq!(&data.labels[..10], &[49, 33, 72, 51, 71, 92, 15, 14, 23, 0]);
+    assert_eq!(data.class_names.len(), 100);
+
+    let dir = TempDir::new("cifar100");
+    let bytes = std::fs::read(root.join("test.bin")).unwrap();
+    std::fs::write(dir.0.join("test.bin"), &bytes[..3074 * 7 + 10]).unwrap();
+    let message = format!(
+        "{:#}",
+        cifar::load_cifar100(&dir.0, Split::Test).unwrap_err()
+    );
+    assert!(
+        message.contains("test.bin: truncated at record 7"),
+        "{message}"
+    );
+}

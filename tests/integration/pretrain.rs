@@ -1,0 +1,205 @@
+//! `eesmm pretrain` as a user runs it, on real Fashion-MNIST images.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use eesmm::commands::load_model;
+
+use super::common::*;
+
+fn eesmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// A small stage: swin-micro-28, `images` Fashion-MNIST images, batch 16 (32 images per step).
+fn stage(dir: &Path, name: &str, images: usize, epochs: usize, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let run = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "model: models/swin-micro-28.yaml\n\
+             data: {{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: {images}}}\n\
+             objective: {{kind: eesmm, mask_patch_size: 4}}\n\
+             optimizer: {{base_lr: 4.0e-3, warmup_epochs: 0.25, clip_grad: 5.0}}\n\
+             train: {{epochs: {epochs}, batch_size: 16, run_dir: {}, checkpoint_every: 3, log_every: 1{extra}}}\n",
+            run.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn eesmm_loss_falls_and_the_run_leaves_its_artifacts() {
+    let dir = TempDir::new("pretrain");
+    let config = stage(&dir.0, "run", 1024, 2, "");
+    let output = eesmm(&["pretrain", "--config", config.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = dir.0.join("run");
+    let losses = losses(&run);
+    assert_eq!(losses.len(), 64, "one metrics line per step");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&losses[..8]), mean(&losses[56..]));
+    assert!(
+        last < 0.85 * first,
+        "loss went from {first:.3} to {last:.3}"
+    );
+    for file in [
+        "loss.png",
+        "recon_epoch001.png",
+        "recon_epoch002.png",
+        "encoder.mpk",
+        "encoder.json",
+        "stage.json",
+    ] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    // The timm-layout export loads back into a Swin (every key, no extras).
+    let (_, report) = load_model::<B>(
+        preset("swin-micro-28.yaml"),
+        &run.join("encoder.safetensors"),
+        false,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(report.kept_initial, vec!["mask_token".to_string()]);
+}
+
+/// A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run.
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let dir = TempDir::new("resume");
+    let straight = stage(&dir.0, "straight", 384, 1, "");
+    assert!(eesmm(&["pretrain", "--config", straight.to_str().unwrap()])
+        .status
+        .success());
+
+    let interrupted = stage(&dir.0, "interrupted", 384, 1, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["pretrain", "--config", interrupted.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .spawn()
+        .unwrap();
+    let first_checkpoint = dir
+        .0
+        .join("interrupted/checkpoints/step_00000003/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first_checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.0.join("interrupted/encoder.safetensors").exists(),
+        "killed before the end"
+    );
+    let resumed = eesmm(&["pretrain", "--config", interrupted.to_str().unwrap()]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
+
+    let a = std::fs::read(dir.0.join("straight/encoder.safetensors")).unwrap();
+    let b = std::fs::read(dir.0.join("interrupted/encoder.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    assert_eq!(
+        losses(&dir.0.join("straight")),
+        losses(&dir.0.join("interrupted"))
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
+    let dir = TempDir::new("nan");
+    let config = stage(&dir.0, "nan", 512, 1, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("base_lr: 4.0e-3", "base_lr: 1.0e+30")
+        .replace(", clip_grad: 5.0", "");
+    std::fs::write(&config, text).unwrap();
+    let output = eesmm(&["pretrain", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the loss became") && stderr.contains("last good checkpoint"),
+        "{stderr}"
+    );
+    assert!(!dir.0.join("nan/encoder.safetensors").exists());
+}
+
+#[test]
+fn bad_stage_files_fail_naming_file_line_and_field() {
+    let dir = TempDir::new("badstage");
+    let config = stage(&dir.0, "bad", 512, 1, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "objective: {kind: eesmm,",
+            "objective: {kind: eesmm, mask_ratios: 0.5,",
+        ),
+    )
+    .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&eesmm(&["pretrain", "--config", config.to_str().unwrap()]).stderr)
+            .to_string();
+    assert!(
+        stderr.contains("bad.yaml")
+            && stderr.contains("unknown field `mask_ratios`")
+            && stderr.contains("line 3"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        text.replace("mask_patch_size: 4", "mask_patch_size: 3"),
+    )
+    .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&eesmm(&["pretrain", "--config", config.to_str().unwrap()]).stderr)
+            .to_string();
+    assert!(
+        stderr.contains(
+            "objective.mask_patch_size: 3 must be a multiple of the model's patch_size 2"
+        ),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        text.replace("/usr/share/datasets/fashion-mnist", "/nonexistent/fmnist"),
+    )
+    .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&eesmm(&["pretrain", "--config", config.to_str().unwrap()]).stderr)
+            .to_string();
+    assert!(
+        stderr.contains("data.root: /nonexistent/fmnist does not exist"),
+        "{stderr}"
+    );
+}
