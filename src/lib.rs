@@ -8,4 +8,6 @@ pub mod commands;
 pub mod fsutil;
 pub mod model;
 pub mod npy;
+pub mod onnx;
+pub mod runtime;
 pub mod yaml;
