@@ -3,7 +3,8 @@
 # run time) from the official PyPI wheel into .ort/ in the repository:
 #   .ort/libonnxruntime.so.1.31.1  (+ LICENSE, ThirdPartyNotices.txt)
 # eesmm finds it there, next to its executable, or wherever ORT_DYLIB_PATH points.
-# Needs python3 with pip (Debian: apt-get install python3-pip); Python is not needed afterwards.
+# Needs python3 with pip or venv (Debian: apt-get install python3-venv) to download the wheel;
+# nothing of Python is needed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=1.31.1
@@ -13,11 +14,6 @@ if [[ -f "$lib" ]]; then
     echo "$lib"
     exit 0
 fi
-if ! python3 -m pip --version >/dev/null 2>&1; then
-    echo "setup_ort.sh: python3 with pip is needed to download the onnxruntime wheel" \
-        "(Debian: sudo apt-get install python3-pip)" >&2
-    exit 1
-fi
 case "$(uname -s)-$(uname -m)" in
     Linux-x86_64 | Linux-aarch64) ;;
     *) echo "setup_ort.sh: only Linux is scripted; take the library from the onnxruntime==$version wheel" \
@@ -25,9 +21,18 @@ case "$(uname -s)-$(uname -m)" in
 esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$version" >&2
+python=python3
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    if ! python3 -m venv "$tmp/venv" >/dev/null 2>&1; then
+        echo "setup_ort.sh: python3 with pip or venv is needed to download the onnxruntime wheel" \
+            "(Debian: sudo apt-get install python3-venv)" >&2
+        exit 1
+    fi
+    python="$tmp/venv/bin/python"
+fi
+"$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$version" >&2
 wheel=$(ls "$tmp"/onnxruntime-"$version"-*.whl)
-python3 - "$wheel" "$tmp/x" <<'PY'
+"$python" - "$wheel" "$tmp/x" <<'PY'
 import sys, zipfile
 wheel, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as z:

@@ -3,6 +3,8 @@
 mod integration {
     mod cli;
     pub mod common;
+    mod onnx;
     mod parity;
+    mod runtime;
     mod weights;
 }
