@@ -157,7 +157,7 @@ pub struct OnnxBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     pub batch: Vec<usize>,
     /// Timed iterations; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub iters: usize,
     /// Untimed iterations first.
     #[arg(long, default_value_t = 1)]

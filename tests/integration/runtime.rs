@@ -320,3 +320,31 @@ fn missing_onnx_runtime_says_how_to_get_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_onnx_reports_ort_and_burn_latency() {
+    let stdout = success(&eesmm(&[
+        "bench",
+        "onnx",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--batch",
+        "1,2",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]));
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (row, batch) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["model"], "swin-micro-32");
+        assert_eq!(row["batch"], batch);
+        assert!(row["ort_ms"].as_f64().unwrap() > 0.0);
+        assert!(row["burn_ms"].as_f64().unwrap() > 0.0);
+    }
+}
