@@ -1,5 +1,7 @@
 //! ONNX export: the graph's structure, and its outputs in ONNX Runtime against burn and timm.
 
+use std::path::Path;
+
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use eesmm::commands::load_model;
@@ -169,4 +171,55 @@ fn graph_is_opset_17_with_dynamic_batch_and_one_bias_constant_per_block() {
     );
     // Every Reshape's target keeps the batch dynamic.
     assert_eq!(count("Reshape"), 40);
+}
+
+/// The grayscale 28 px preset (window 7, clamped in its last stage): ORT matches burn, and
+/// `infer` feeds it one channel (the card's grayscale mean/std) from an RGB photo.
+#[test]
+fn grayscale_micro_28_export_matches_burn_and_infers_from_a_photo() {
+    let config = eesmm::model::SwinConfig {
+        num_classes: 10,
+        ..preset("swin-micro-28.yaml")
+    };
+    let outputs = Outputs {
+        logits: true,
+        feature_map: false,
+    };
+    let model = config.init::<B>(&Default::default());
+    let card = default_card(&config, outputs, 10);
+    assert_eq!((card.mean.len(), card.std.len()), (1, 1));
+    let bytes = encode(&model, &config, outputs, &card).unwrap();
+    let mut onnx = OnnxModel::from_bytes(&bytes).unwrap();
+    let shape = [2, 1, 28, 28];
+    let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default());
+    let ort = onnx
+        .run(&images.to_data().to_vec::<f32>().unwrap(), 2)
+        .unwrap();
+    for c in compare("random", &ort, &burn_outputs(&model, images)).unwrap() {
+        assert!(c.max_abs < 1e-4, "{c:?}");
+    }
+
+    let dir = TempDir::new("gray");
+    let path = dir.0.join("gray.onnx");
+    std::fs::write(&path, &bytes).unwrap();
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/photos/coffee.jpg");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args([
+            "infer",
+            photo.to_str().unwrap(),
+            "--model",
+            path.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["topk"].as_array().unwrap().len(), 5);
+    let pixels = eesmm::runtime::preprocess::load(&photo, &card).unwrap();
+    assert_eq!(pixels.len(), 28 * 28);
 }
