@@ -139,12 +139,6 @@ impl GraphBuilder {
         self.shared_constant(name, vec![values.len()], DataType::Int64, raw)
     }
 
-    /// A scalar (rank 0) int64 constant, e.g. a Gather index that drops its axis.
-    pub fn scalar_int(&mut self, value: i64) -> String {
-        let raw = value.to_le_bytes().to_vec();
-        self.shared_constant(format!("const_i64_{value}"), vec![], DataType::Int64, raw)
-    }
-
     /// A scalar (rank 0) float32 constant.
     pub fn scalar(&mut self, value: f32) -> String {
         let raw = value.to_le_bytes().to_vec();

@@ -6,7 +6,7 @@
 //! relative-position bias plus, for shifted blocks, the shift mask) is one constant
 //! `[nW, heads, N, N]` (or `[heads, N, N]`) added by broadcasting. The cyclic shift is Slice +
 //! Concat (ONNX has no Roll), GELU is the exact erf form, and the attention scale is folded into
-//! the query weights.
+//! the query weights (q, k and v are three MatMuls).
 
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -206,39 +206,25 @@ fn attention<B: Backend>(
     let heads = attn.num_heads();
     let hd = c / heads;
 
-    // qkv with the query columns pre-scaled by hd^-0.5: W [C, 3C], b [3C].
+    // q, k, v as three MatMuls with the columns of qkv's W [C, 3C] and b [3C]; q pre-scaled by
+    // hd^-0.5. Each [B, nW, N, C] → [B, nW, N, heads, hd], then per-head layout.
     let scale = (hd as f32).powf(-0.5);
-    let scale_q = |t: Tensor<B, 2>| {
-        let q = t.clone().narrow(1, 0, c).mul_scalar(scale);
-        Tensor::cat(vec![q, t.narrow(1, c, 2 * c)], 1)
-    };
-    let w = weight(
-        g,
-        &format!("{scope}.qkv.weight"),
-        scale_q(attn.qkv.weight.val()),
-    );
-    let qkv = g.node(scope, "MatMul", &[windows, &w], vec![]);
-    let qkv = match &attn.qkv.bias {
-        Some(bias) => {
-            let b = scale_q(bias.val().unsqueeze_dim(0)).reshape([3 * c]);
-            let b = weight(g, &format!("{scope}.qkv.bias"), b);
-            g.node(scope, "Add", &[&qkv, &b], vec![])
+    let mut project = |i: usize, name: &str, perm: &[i64]| {
+        let factor = if i == 0 { scale } else { 1.0 };
+        let w = attn.qkv.weight.val().narrow(1, i * c, c).mul_scalar(factor);
+        let w = weight(g, &format!("{scope}.qkv.weight.{name}"), w);
+        let mut y = g.node(scope, "MatMul", &[windows, &w], vec![]);
+        if let Some(bias) = &attn.qkv.bias {
+            let b = bias.val().narrow(0, i * c, c).mul_scalar(factor);
+            let b = weight(g, &format!("{scope}.qkv.bias.{name}"), b);
+            y = g.node(scope, "Add", &[&y, &b], vec![]);
         }
-        None => qkv,
-    }; // [B, nW, N, 3C]
-    let qkv = reshape(g, scope, &qkv, &[nw, n, 3, heads, hd]);
-    let qkv = transpose(g, scope, &qkv, &[3, 0, 1, 4, 2, 5]); // [3, B, nW, heads, N, hd]
-    let mut take = |i: i64| {
-        let index = g.scalar_int(i);
-        g.node(
-            scope,
-            "Gather",
-            &[&qkv, &index],
-            vec![("axis", Attr::Int(0))],
-        )
+        let y = reshape(g, scope, &y, &[nw, n, heads, hd]);
+        transpose(g, scope, &y, perm)
     };
-    let (q, k, v) = (take(0), take(1), take(2)); // [B, nW, heads, N, hd]
-    let kt = transpose(g, scope, &k, &[0, 1, 2, 4, 3]); // [B, nW, heads, hd, N]
+    let q = project(0, "q", &[0, 1, 3, 2, 4]); // [B, nW, heads, N, hd]
+    let kt = project(1, "k", &[0, 1, 3, 4, 2]); // [B, nW, heads, hd, N]
+    let v = project(2, "v", &[0, 1, 3, 2, 4]); // [B, nW, heads, N, hd]
     let logits = g.node(scope, "MatMul", &[&q, &kt], vec![]); // [B, nW, heads, N, N]
 
     // Relative-position bias [heads, N, N], plus the shift mask [nW, 1, N, N] when shifted.

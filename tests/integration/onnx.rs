@@ -169,8 +169,12 @@ fn graph_is_opset_17_with_dynamic_batch_and_one_bias_constant_per_block() {
             vec![1, 12, 16, 16],
         ]
     );
-    // Every Reshape's target keeps the batch dynamic.
-    assert_eq!(count("Reshape"), 40);
+    // Per block: 2 for the window partition, 3 for q/k/v heads, 1 merging heads, 2 for the
+    // window reverse; 2 per PatchMerging. All of them keep the batch dynamic (-1).
+    assert_eq!(count("Reshape"), 6 * 8 + 2 * 2);
+    // q, k, v are separate MatMuls: no Gather/Split on a packed qkv tensor.
+    assert_eq!(count("Gather") + count("Split"), 0);
+    assert_eq!(count("MatMul"), 6 * (3 + 2 + 1 + 2) + 2 + 1);
 }
 
 /// The grayscale 28 px preset (window 7, clamped in its last stage): ORT matches burn, and
