@@ -21,7 +21,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn main() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/timm-swin-small");
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/timm-swin-small");
     let device = Default::default();
     let model = model::Model::<NdArray>::default();
     let input = npy::read(&fixtures.join("input.npy")).unwrap();
@@ -36,6 +37,9 @@ fn main() {
         println!("burn-onnx import of the export vs timm, {name}: max abs {error:.3e}");
         worst = worst.max(error);
     }
-    assert!(worst < 1e-4, "the imported model differs from timm by {worst}");
+    assert!(
+        worst < 1e-4,
+        "the imported model differs from timm by {worst}"
+    );
     println!("ok");
 }
