@@ -21,3 +21,11 @@ echo "pooled features vs timm:"
 "$eesmm" diff "$out/pooled.npy" "$fixtures/expected_pooled.npy"
 echo "logits vs timm:"
 "$eesmm" diff "$out/logits.npy" "$fixtures/expected_logits.npy"
+
+# ONNX: the timm checkpoint → a verified .onnx → classify a JPEG (ONNX Runtime from setup_ort.sh).
+bash scripts/setup_ort.sh >/dev/null
+"$eesmm" export --model models/swin-micro-32.yaml --weights "$fixtures/swin_small_cls10.safetensors" \
+    --head --out "$out/swin-micro-32.onnx"
+"$eesmm" verify "$out/swin-micro-32.onnx" --weights "$fixtures/swin_small_cls10.safetensors" \
+    --images ../shared/fixtures/photos
+"$eesmm" infer ../shared/fixtures/photos/chelsea.jpg --model "$out/swin-micro-32.onnx" --topk 3

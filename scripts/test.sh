@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints and every test, on the CPU backend.
-# Needs only the Rust toolchain (rustup, stable ≥ 1.92) and the reference fixtures in ../shared.
+# Needs the Rust toolchain (rustup, stable ≥ 1.92), the reference fixtures in ../shared, and
+# python3 with pip once, to fetch ONNX Runtime (.ort/) and `onnx` for the checker test (.venv-test/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,13 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# Fashion-MNIST (Debian package) for the data and pretraining tests.
+bash scripts/setup_data.sh
+# ONNX Runtime for the export/verify/infer tests, and a Python with `onnx` for the checker test.
+EESMM_TEST_PYTHON="$(bash scripts/setup_test_python.sh)"
+ORT_DYLIB_PATH="$PWD/$(bash scripts/setup_ort.sh)"
+export ORT_DYLIB_PATH EESMM_TEST_PYTHON
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -16,6 +16,7 @@ use crate::with_backend;
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Encoder(args) => encoder(&args),
+        BenchCommand::Onnx(args) => crate::runtime::bench::run(&args),
     }
 }
 

@@ -46,6 +46,86 @@ pub enum Command {
     /// Throughput benchmarks (images/s).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write a model as ONNX (opset 17, dynamic batch) with a model card in its metadata.
+    Export(ExportArgs),
+    /// Run an exported model in ONNX Runtime and burn on the same inputs; exit 1 above --tol.
+    Verify(VerifyArgs),
+    /// Classify images (or embed them, --features) with an exported model in ONNX Runtime.
+    Infer(InferArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Model preset (YAML).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Weights: an eesmm checkpoint, timm safetensors or PyTorch .pth/.pt (timm or Microsoft).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Output .onnx file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Export the classifier (adds the `logits` output; the weights must have a head).
+    #[arg(long)]
+    pub head: bool,
+    /// Also output the final feature map `features` [batch, H/s, W/s, C] (NHWC).
+    #[arg(long)]
+    pub feature_map: bool,
+    /// Class names for the model card, one per line (default class_0, class_1, ...).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Normalisation mean per channel for the model card (default ImageNet's).
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+    /// Normalisation std per channel for the model card (default ImageNet's).
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The exported .onnx file.
+    pub onnx: PathBuf,
+    /// The weights it was exported from.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Model preset (default: the config in the model card).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Real images (files or folders) to compare on, besides random inputs.
+    #[arg(long, num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// Largest allowed absolute difference on any output.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f32,
+    /// Random inputs, and the larger batch of the latency measurement.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Timed runs per latency (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Print one JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Image files or folders (every file in a folder; the format is read from the content).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// The exported .onnx file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    pub topk: usize,
+    /// One JSON object per line and image: {file, topk: [{label, index, prob}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the pooled embeddings [N, C] of the readable images here instead of classifying.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +153,27 @@ pub struct FeaturesArgs {
 pub enum BenchCommand {
     /// Encoder forward and forward+backward images/s.
     Encoder(EncoderBenchArgs),
+    /// Latency of the exported ONNX graph in ONNX Runtime vs the burn forward.
+    Onnx(OnnxBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnnxBenchArgs {
+    /// Model presets (random weights); default swin-micro-32 and swin-t.
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batch: Vec<usize>,
+    /// Timed iterations; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON object per case instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

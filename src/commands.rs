@@ -32,6 +32,9 @@ pub fn run(command: Command) -> Result<()> {
             tol,
         } => diff(&actual, &expected, tol),
         Command::Bench(command) => bench::run(command),
+        Command::Export(args) => crate::onnx::export(&args),
+        Command::Verify(args) => crate::runtime::verify::run(&args),
+        Command::Infer(args) => crate::runtime::infer::run(&args),
     }
 }
 

@@ -9,6 +9,8 @@ pub mod data;
 pub mod fsutil;
 pub mod model;
 pub mod npy;
+pub mod onnx;
 pub mod pretrain;
+pub mod runtime;
 pub mod train;
 pub mod yaml;

@@ -4,7 +4,9 @@ mod integration {
     mod cli;
     pub mod common;
     mod data;
+    mod onnx;
     mod parity;
     mod pretrain;
+    mod runtime;
     mod weights;
 }

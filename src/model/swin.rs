@@ -202,8 +202,12 @@ impl<B: Backend> WindowAttention<B> {
         }
     }
 
+    pub fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
     /// `[heads, N, N]`: the bias each head adds to its attention logits.
-    fn relative_position_bias(&self) -> Tensor<B, 3> {
+    pub fn relative_position_bias(&self) -> Tensor<B, 3> {
         let n = self.window_area;
         self.relative_position_bias_table
             .val()
@@ -300,6 +304,21 @@ impl<B: Backend> SwinBlock<B> {
             shift,
             drop_path,
         }
+    }
+
+    /// Window side.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Cyclic shift before the attention (0 for regular windows).
+    pub fn shift(&self) -> usize {
+        self.shift
+    }
+
+    /// `[nW, N, N]` shifted-window mask, for shifted blocks.
+    pub fn attn_mask(&self) -> Option<&Tensor<B, 3>> {
+        self.attn_mask.as_ref()
     }
 
     /// `[B, H, W, C]` → `[B, H, W, C]`.

@@ -1,0 +1,138 @@
+//! ONNX export: burn cannot write ONNX, so the graph is built here from the model's modules
+//! (`swin.rs`) with a small builder (`graph.rs`) over prost types generated from the vendored
+//! `onnx.proto` (`proto.rs`, by `tools/onnx-codegen`), and a model card (`card.rs`).
+
+pub mod card;
+pub mod graph;
+#[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
+pub mod proto;
+pub mod swin;
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use burn::prelude::*;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::backend::Cpu;
+use crate::cli::ExportArgs;
+use crate::commands::load_model;
+use crate::model::{Swin, SwinConfig};
+pub use card::ModelCard;
+pub use swin::Outputs;
+
+/// The serialized ONNX model of `model`, with `card` in its metadata.
+pub fn encode<B: Backend>(
+    model: &Swin<B>,
+    config: &SwinConfig,
+    outputs: Outputs,
+    card: &ModelCard,
+) -> Result<Vec<u8>> {
+    Ok(swin::lower(model, config, outputs, card.to_metadata())?.encode_to_vec())
+}
+
+/// The graph outputs an export with `outputs` has, in order.
+pub fn output_names(outputs: Outputs) -> Vec<String> {
+    let mut names = vec!["pooled".to_string()];
+    if outputs.logits {
+        names.push("logits".into());
+    }
+    if outputs.feature_map {
+        names.push("features".into());
+    }
+    names
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A card for `config` with the default preprocessing (ImageNet mean/std, timm's 0.9 crop).
+pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> ModelCard {
+    let (mean, std) = card::default_normalization(config.in_chans);
+    ModelCard {
+        image_size: config.img_size,
+        in_chans: config.in_chans,
+        resize_shorter_side: card::resize_for(config.img_size),
+        interpolation: "bicubic".into(),
+        mean,
+        std,
+        class_names: (0..classes).map(|i| format!("class_{i}")).collect(),
+        outputs: output_names(outputs),
+        model_config: SwinConfig {
+            num_classes: classes,
+            drop_path_rate: 0.0,
+            ..config.clone()
+        },
+        source_checkpoint: String::new(),
+        source_checkpoint_sha256: String::new(),
+        eesmm_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// `eesmm export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let config = SwinConfig::load(&args.model)?;
+    let device = Default::default();
+    let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, args.head, &device)?;
+    let classes = model.head.as_ref().map_or(0, |h| h.fc.weight.dims()[1]);
+    let outputs = Outputs {
+        logits: args.head,
+        feature_map: args.feature_map,
+    };
+    let mut card = default_card(&config, outputs, classes);
+    if let Some(path) = &args.labels {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        card.class_names = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        ensure!(
+            card.class_names.len() == classes,
+            "{}: {} names for a head of {classes} classes{}",
+            path.display(),
+            card.class_names.len(),
+            if args.head { "" } else { " (add --head)" }
+        );
+    }
+    for (name, given, value) in [
+        ("--mean", &args.mean, &mut card.mean),
+        ("--std", &args.std, &mut card.std),
+    ] {
+        if let Some(given) = given {
+            ensure!(
+                given.len() == config.in_chans,
+                "{name}: {} values for {} input channels",
+                given.len(),
+                config.in_chans
+            );
+            *value = given.clone();
+        }
+    }
+    card.source_checkpoint = args
+        .weights
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    card.source_checkpoint_sha256 = sha256_file(&args.weights)?;
+    let bytes = encode(&model, &config, outputs, &card)?;
+    crate::fsutil::write_atomic(&args.out, &bytes)?;
+    println!(
+        "wrote {} ({:.1} MB): input images [batch, {}, {s}, {s}], outputs {}",
+        args.out.display(),
+        bytes.len() as f64 / 1e6,
+        config.in_chans,
+        card.outputs.join(", "),
+        s = config.img_size
+    );
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `eesmm verify`: the exported graph in ONNX Runtime against the burn model on the same inputs
+//! (random, and real images when given), with max-abs and relative errors and the latency of
+//! both.
+
+use anyhow::{bail, Result};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::Serialize;
+
+use super::bench::{latency, Latency};
+use super::{preprocess, OnnxModel, Output};
+use crate::backend::Cpu;
+use crate::cli::VerifyArgs;
+use crate::commands::load_model;
+use crate::model::{Swin, SwinConfig};
+
+/// The outputs an export can have, computed by burn: `pooled`, `logits`, `features`.
+pub fn burn_outputs(model: &Swin<Cpu>, images: Tensor<Cpu, 4>) -> Vec<Output> {
+    let features = model.forward_features(images, None); // [B, H_f, W_f, C_f]
+    let pooled = Swin::pool(features.clone()); // [B, C_f]
+    let logits = model.classify(pooled.clone()); // [B, classes]
+    let output = |name: &str, shape: Vec<usize>, data: TensorData| Output {
+        name: name.into(),
+        shape,
+        data: data.convert::<f32>().to_vec().expect("float32"),
+    };
+    let mut outputs = vec![
+        output("pooled", pooled.dims().to_vec(), pooled.into_data()),
+        output("features", features.dims().to_vec(), features.into_data()),
+    ];
+    if let Some(logits) = logits {
+        outputs.push(output("logits", logits.dims().to_vec(), logits.into_data()));
+    }
+    outputs
+}
+
+/// One output compared on one input set.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub inputs: String,
+    pub output: String,
+    pub max_abs: f32,
+    /// `max_abs / max |burn|`.
+    pub relative: f32,
+}
+
+/// The whole report of `eesmm verify --json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub onnx: String,
+    pub tolerance: f32,
+    pub comparisons: Vec<Comparison>,
+    pub latency: Vec<Latency>,
+    pub passed: bool,
+}
+
+/// Compares every ORT output with burn's output of the same name.
+pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comparison>> {
+    ort.iter()
+        .map(|o| {
+            let Some(b) = burn.iter().find(|b| b.name == o.name) else {
+                bail!("the burn model has no output `{}`", o.name);
+            };
+            if o.shape != b.shape {
+                bail!("`{}`: ORT shape {:?}, burn {:?}", o.name, o.shape, b.shape);
+            }
+            let max_abs = o
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            let scale = b.data.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+            Ok(Comparison {
+                inputs: inputs.into(),
+                output: o.name.clone(),
+                max_abs,
+                relative: max_abs / scale.max(f32::MIN_POSITIVE),
+            })
+        })
+        .collect()
+}
+
+pub fn run(args: &VerifyArgs) -> Result<()> {
+    let mut onnx = OnnxModel::load(&args.onnx)?;
+    let config = match &args.model {
+        Some(path) => SwinConfig::load(path)?,
+        None => onnx.card.model_config.clone(),
+    };
+    let device = Default::default();
+    let with_head = onnx.has_output("logits");
+    let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, with_head, &device)?;
+    let side = config.img_size;
+
+    let mut sets: Vec<(String, usize, Vec<f32>)> = Vec::new();
+    Cpu::seed(&device, 0);
+    let shape = [args.batch, config.in_chans, side, side];
+    let random = Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let random = random.into_data().to_vec::<f32>().expect("float32");
+    sets.push((format!("random N(0,1) x{}", args.batch), args.batch, random));
+    let files = preprocess::expand_inputs(&args.images)?;
+    if !files.is_empty() {
+        let mut pixels = Vec::new();
+        for file in &files {
+            let image = preprocess::load(file, &onnx.card)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+            pixels.extend(image);
+        }
+        sets.push((format!("{} images", files.len()), files.len(), pixels));
+    }
+
+    let mut comparisons = Vec::new();
+    for (name, batch, pixels) in &sets {
+        let ort = onnx.run(pixels, *batch)?;
+        let images = Tensor::from_data(
+            TensorData::new(pixels.clone(), [*batch, config.in_chans, side, side]),
+            &device,
+        );
+        comparisons.extend(compare(name, &ort, &burn_outputs(&model, images))?);
+    }
+    let mut batches = vec![1, args.batch];
+    batches.dedup();
+    let latency = batches
+        .into_iter()
+        .map(|batch| latency(&mut onnx, &model, &config, batch, 1, args.iters))
+        .collect::<Result<Vec<_>>>()?;
+    let passed = comparisons.iter().all(|c| c.max_abs <= args.tol);
+    let report = Report {
+        onnx: args.onnx.display().to_string(),
+        tolerance: args.tol,
+        comparisons,
+        latency,
+        passed,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    if !passed {
+        let worst = report
+            .comparisons
+            .iter()
+            .map(|c| c.max_abs)
+            .fold(0.0f32, f32::max);
+        bail!(
+            "ONNX Runtime and burn differ by {worst:.3e}, above the tolerance {:.1e}",
+            args.tol
+        );
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report) {
+    println!("{}: ONNX Runtime vs burn", report.onnx);
+    println!(
+        "{:<24} {:<9} {:>11} {:>11}",
+        "inputs", "output", "max abs", "relative"
+    );
+    for c in &report.comparisons {
+        println!(
+            "{:<24} {:<9} {:>11.3e} {:>11.3e}",
+            c.inputs, c.output, c.max_abs, c.relative
+        );
+    }
+    println!("{:>6} {:>12} {:>12}", "batch", "ORT ms", "burn ms");
+    for l in &report.latency {
+        println!("{:>6} {:>12.2} {:>12.2}", l.batch, l.ort_ms, l.burn_ms);
+    }
+    let verdict = if report.passed { "ok" } else { "FAILED" };
+    println!("{verdict}: tolerance {:.1e}", report.tolerance);
+}

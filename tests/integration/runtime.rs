@@ -1,0 +1,350 @@
+//! `eesmm export`, `verify` and `infer` as a user runs them, with ONNX Runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use eesmm::npy;
+use eesmm::runtime::OnnxModel;
+
+use super::common::*;
+
+fn eesmm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn eesmm(args: &[&str]) -> Output {
+    eesmm_with_env(args, &[])
+}
+
+fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn photos() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/photos")
+}
+
+/// Exports the timm fixture (10-class head) into `dir`, with the extra flags given.
+fn export_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let weights = fixture("swin_small_cls10.safetensors");
+    let mut args = vec![
+        "export",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let stdout = success(&eesmm(&args));
+    assert!(
+        stdout.contains("input images [batch, 3, 32, 32]"),
+        "{stdout}"
+    );
+    out
+}
+
+#[test]
+fn export_writes_a_model_card_that_infer_can_use() {
+    let dir = TempDir::new("card");
+    let labels = dir.0.join("labels.txt");
+    let names: Vec<String> = (0..10).map(|i| format!("thing {i}")).collect();
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let path = export_fixture(
+        &dir.0,
+        "m.onnx",
+        &["--head", "--labels", labels.to_str().unwrap()],
+    );
+    let card = OnnxModel::load(&path).unwrap().card;
+    assert_eq!((card.image_size, card.in_chans), (32, 3));
+    assert_eq!(card.resize_shorter_side, 35); // floor(32 / 0.9), timm's crop
+    assert_eq!(card.mean, [0.485, 0.456, 0.406]);
+    assert_eq!(card.std, [0.229, 0.224, 0.225]);
+    assert_eq!(card.class_names, names);
+    assert_eq!(card.outputs, ["pooled", "logits"]);
+    assert_eq!(card.model_config.num_classes, 10);
+    assert_eq!(card.model_config.embed_dim, 48);
+    assert_eq!(card.source_checkpoint, "swin_small_cls10.safetensors");
+    let sha = eesmm::onnx::sha256_file(&fixture("swin_small_cls10.safetensors")).unwrap();
+    assert_eq!(card.source_checkpoint_sha256, sha);
+    assert_eq!(sha.len(), 64);
+    assert_eq!(card.eesmm_version, env!("CARGO_PKG_VERSION"));
+}
+
+/// `onnx.checker.check_model(full_check=True)` (stricter than ORT: shapes on every output).
+/// The Python with `onnx` comes from EESMM_TEST_PYTHON, which scripts/test.sh sets up.
+#[test]
+fn exported_model_passes_the_onnx_checker_full_check() {
+    let python = std::env::var("EESMM_TEST_PYTHON").expect(
+        "EESMM_TEST_PYTHON is not set: it must name a Python with the `onnx` package \
+         (scripts/test.sh creates .venv-test/ and sets it)",
+    );
+    let dir = TempDir::new("checker");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head", "--feature-map"]);
+    let script = "import sys, onnx\n\
+                  m = onnx.load(sys.argv[1])\n\
+                  onnx.checker.check_model(m, full_check=True)\n\
+                  print('checked', m.ir_version, m.opset_import[0].version, len(m.graph.node))";
+    let output = Command::new(&python)
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = success(&output);
+    assert!(stdout.starts_with("checked 8 17 "), "{stdout}");
+}
+
+#[test]
+fn verify_reports_errors_and_latency_and_fails_above_the_tolerance() {
+    let dir = TempDir::new("verify");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head", "--feature-map"]);
+    let weights = fixture("swin_small_cls10.safetensors");
+    let args = |tol: &'static str| {
+        vec![
+            "verify".to_string(),
+            path.to_str().unwrap().into(),
+            "--weights".into(),
+            weights.to_str().unwrap().into(),
+            "--images".into(),
+            photos().to_str().unwrap().into(),
+            "--batch".into(),
+            "4".into(),
+            "--iters".into(),
+            "1".into(),
+            "--tol".into(),
+            tol.into(),
+            "--json".into(),
+        ]
+    };
+    let run = |tol| eesmm(&args(tol).iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run("1e-4");
+    let report: serde_json::Value = serde_json::from_str(&success(&output)).unwrap();
+    assert_eq!(report["passed"], true);
+    let comparisons = report["comparisons"].as_array().unwrap();
+    // pooled, logits, features on the random batch and on the 3 photos.
+    assert_eq!(comparisons.len(), 6);
+    assert_eq!(comparisons[3]["inputs"], "3 images");
+    let worst = comparisons
+        .iter()
+        .map(|c| c["max_abs"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(worst > 0.0 && worst < 1e-4, "{worst}");
+    assert!(comparisons
+        .iter()
+        .all(|c| c["relative"].as_f64().unwrap() < 1e-5));
+    let latency = report["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 2);
+    assert_eq!(
+        (latency[0]["batch"].as_u64(), latency[1]["batch"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert!(latency
+        .iter()
+        .all(|l| l["ort_ms"].as_f64().unwrap() > 0.0 && l["burn_ms"].as_f64().unwrap() > 0.0));
+
+    // ORT and burn differ by ~1e-6: a tolerance below that fails with exit code 1.
+    let output = run("1e-9");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("above the tolerance 1.0e-9"), "{stderr}");
+}
+
+#[test]
+fn infer_json_gives_sorted_probabilities_that_sum_to_one() {
+    let dir = TempDir::new("infer");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head"]);
+    let stdout = success(&eesmm(&[
+        "infer",
+        photos().to_str().unwrap(),
+        "--model",
+        path.to_str().unwrap(),
+        "--topk",
+        "10",
+        "--json",
+    ]));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let files: Vec<&str> = lines.iter().map(|l| l["file"].as_str().unwrap()).collect();
+    assert_eq!(files.len(), 3);
+    for (file, name) in files
+        .iter()
+        .zip(["astronaut.jpg", "chelsea.jpg", "coffee.jpg"])
+    {
+        assert!(file.ends_with(name), "{file}");
+    }
+    for line in &lines {
+        let topk = line["topk"].as_array().unwrap();
+        assert_eq!(topk.len(), 10);
+        let probs: Vec<f64> = topk.iter().map(|p| p["prob"].as_f64().unwrap()).collect();
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{probs:?}");
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+        let mut indices: Vec<u64> = topk.iter().map(|p| p["index"].as_u64().unwrap()).collect();
+        let index = indices[0];
+        assert_eq!(topk[0]["label"], format!("class_{index}"));
+        indices.sort();
+        assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    }
+    // Default text output: the top 5 per image.
+    let stdout = success(&eesmm(&[
+        "infer",
+        photos().join("chelsea.jpg").to_str().unwrap(),
+        "--model",
+        path.to_str().unwrap(),
+    ]));
+    assert_eq!(stdout.lines().count(), 1 + 5, "{stdout}");
+}
+
+/// A corrupt file is reported by name and makes the exit code 1; the other images (one of them a
+/// PNG named .jpg, decoded by content) are still classified.
+#[test]
+fn infer_reports_unreadable_images_by_name_and_processes_the_rest() {
+    let dir = TempDir::new("corrupt");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head"]);
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(photos().join("coffee.jpg"), images.join("a_coffee.jpg")).unwrap();
+    std::fs::write(
+        images.join("b_corrupt.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
+    image::open(photos().join("chelsea.jpg"))
+        .unwrap()
+        .save_with_format(images.join("c_png_named.jpg"), image::ImageFormat::Png)
+        .unwrap();
+    let output = eesmm(&[
+        "infer",
+        images.to_str().unwrap(),
+        "--model",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("b_corrupt.jpg: "), "{stderr}");
+    assert!(
+        stderr.contains("1 of 3 images could not be read"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["topk"].as_array().unwrap().len(), 5);
+    assert!(lines[1]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("b_corrupt.jpg"));
+    assert!(lines[1]["error"].is_string());
+    assert_eq!(lines[2]["topk"].as_array().unwrap().len(), 5);
+}
+
+/// `--features` writes the pooled embeddings, equal to burn's on the same preprocessed pixels.
+#[test]
+fn infer_features_writes_the_embeddings_burn_computes() {
+    let dir = TempDir::new("embed");
+    let path = export_fixture(&dir.0, "encoder.onnx", &[]);
+    let out = dir.0.join("emb.npy");
+    let model = path.to_str().unwrap();
+    let photo = photos().join("astronaut.jpg");
+    // An encoder-only model cannot classify.
+    let output = eesmm(&["infer", photo.to_str().unwrap(), "--model", model]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("use --features"));
+
+    success(&eesmm(&[
+        "infer",
+        photo.to_str().unwrap(),
+        "--model",
+        model,
+        "--features",
+        out.to_str().unwrap(),
+    ]));
+    let embeddings = npy::read(&out).unwrap();
+    assert_eq!(embeddings.shape, [1, 192]);
+    let card = OnnxModel::load(&path).unwrap().card;
+    let pixels = eesmm::runtime::preprocess::load(&photo, &card).unwrap();
+    let config = preset("swin-micro-32.yaml");
+    let weights = fixture("swin_small_cls10.safetensors");
+    let device = Default::default();
+    let (burn_model, _) =
+        eesmm::commands::load_model::<B>(config, &weights, false, &device).unwrap();
+    let images = burn::tensor::Tensor::<B, 4>::from_data(
+        burn::tensor::TensorData::new(pixels, [1, 3, 32, 32]),
+        &device,
+    );
+    let pooled: Vec<f32> = burn_model.forward(images).into_data().to_vec().unwrap();
+    let error = embeddings
+        .data
+        .iter()
+        .zip(&pooled)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(error < 1e-4, "{error}");
+}
+
+#[test]
+fn missing_onnx_runtime_says_how_to_get_it() {
+    let dir = TempDir::new("noort");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head"]);
+    let output = eesmm_with_env(
+        &[
+            "infer",
+            photos().to_str().unwrap(),
+            "--model",
+            path.to_str().unwrap(),
+        ],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ONNX Runtime 1.31.1 not found")
+            && stderr.contains("/nonexistent/libonnxruntime.so.1.31.1")
+            && stderr.contains("scripts/setup_ort.sh")
+            && stderr.contains("ORT_DYLIB_PATH"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_onnx_reports_ort_and_burn_latency() {
+    let stdout = success(&eesmm(&[
+        "bench",
+        "onnx",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--batch",
+        "1,2",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]));
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (row, batch) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["model"], "swin-micro-32");
+        assert_eq!(row["batch"], batch);
+        assert!(row["ort_ms"].as_f64().unwrap() > 0.0);
+        assert!(row["burn_ms"].as_f64().unwrap() > 0.0);
+    }
+}
