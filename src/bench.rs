@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
-use crate::cli::{BenchCommand, EncoderBenchArgs};
+use crate::cli::{BenchCommand, EncoderBenchArgs, PretrainBenchArgs};
 use crate::model::SwinConfig;
 use crate::with_backend;
 
@@ -17,6 +17,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Encoder(args) => encoder(&args),
         BenchCommand::Onnx(args) => crate::runtime::bench::run(&args),
+        BenchCommand::Pretrain(args) => pretrain(&args),
     }
 }
 
@@ -131,5 +132,143 @@ fn measure<B: AutodiffBackend>(
         batch,
         forward_images_per_s: batch as f64 / forward,
         forward_backward_images_per_s: batch as f64 / forward_backward,
+    }
+}
+
+/// One row of `eesmm bench pretrain`.
+#[derive(Debug, Serialize)]
+pub struct PretrainThroughput {
+    pub model: String,
+    pub backend: String,
+    /// Encoder inputs per step.
+    pub batch: usize,
+    /// Images per second, counting both images of an EESMM pair.
+    pub eesmm_images_per_s: f64,
+    pub simmim_images_per_s: f64,
+    pub ratio: f64,
+    pub eesmm_peak_rss_mb: f64,
+    pub simmim_peak_rss_mb: f64,
+    /// The larger of the two.
+    pub peak_rss_mb: f64,
+}
+
+fn pretrain(args: &PretrainBenchArgs) -> Result<()> {
+    let cases: Vec<(PathBuf, usize)> = match &args.model {
+        Some(model) => vec![(model.clone(), args.batch)],
+        None => vec![
+            ("models/swin-micro-32.yaml".into(), 32),
+            ("models/swin-t.yaml".into(), 8),
+        ],
+    };
+    for (path, batch) in cases {
+        let config = SwinConfig::load(&path)?;
+        let mut row = with_backend!(args.device, |B, device| Ok::<_, anyhow::Error>(
+            measure_pretrain::<B>(&config, batch, args, &device)
+        ))?;
+        row.model = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if args.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{} {} batch {}: EESMM {:.1} img/s ({:.0} MB), SimMIM {:.1} img/s ({:.0} MB), ratio {:.2}",
+                row.model,
+                row.backend,
+                row.batch,
+                row.eesmm_images_per_s,
+                row.eesmm_peak_rss_mb,
+                row.simmim_images_per_s,
+                row.simmim_peak_rss_mb,
+                row.ratio
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process in MB since the last [`reset_peak_rss`] (Linux).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Median optimizer steps/s of both objectives on random images with real masks, mixing and
+/// AdamW, converted to images/s.
+fn measure_pretrain<B: AutodiffBackend>(
+    config: &SwinConfig,
+    batch: usize,
+    args: &PretrainBenchArgs,
+    device: &B::Device,
+) -> PretrainThroughput {
+    use crate::pretrain::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
+    use crate::train::optim::{GroupedAdamW, OptimizerConfig};
+    use burn::optim::GradientsParams;
+
+    let mask_patch = config.total_stride();
+    let grid = config.img_size / mask_patch;
+    let run = |kind: ObjectiveKind| {
+        reset_peak_rss();
+        let objective: ObjectiveConfig = crate::yaml::from_str(&format!(
+            "kind: {}\nmask_patch_size: {mask_patch}\n",
+            if kind == ObjectiveKind::Eesmm {
+                "eesmm"
+            } else {
+                "simmim"
+            }
+        ))
+        .expect("valid objective");
+        let optimizer_config: OptimizerConfig =
+            crate::yaml::from_str("base_lr: 1.0e-4\nclip_grad: 5.0\n").expect("valid optimizer");
+        let mut model = Some(PretrainModel::<B>::new(config, &objective, device));
+        let mut optimizer = GroupedAdamW::new(&optimizer_config, model.as_ref().expect("model"));
+        let images = |n: usize| {
+            Tensor::<B, 4>::random(
+                [n, config.in_chans, config.img_size, config.img_size],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )
+        };
+        let masks =
+            || Tensor::<B, 3>::random([batch, grid, grid], Distribution::Bernoulli(0.6), device);
+        let seconds = median_seconds(args.warmup, args.iters, || {
+            let batch = DeviceBatch {
+                first: images(batch),
+                mask1: masks(),
+                second: (kind == ObjectiveKind::Eesmm).then(|| (images(batch), masks())),
+            };
+            let current = model.take().expect("model");
+            let output = objective.forward(&current, config, batch);
+            let grads = GradientsParams::from_grads(output.total.backward(), &current);
+            let (next, _) = optimizer.step(1e-4, current, grads);
+            let _ = next.encoder.norm.gamma.val().sum().into_scalar(); // waits for the device
+            model = Some(next);
+        });
+        (batch * objective.images_per_sample()) as f64 / seconds
+    };
+    let eesmm = run(ObjectiveKind::Eesmm);
+    let eesmm_peak = peak_rss_mb();
+    let simmim = run(ObjectiveKind::Simmim);
+    let simmim_peak = peak_rss_mb();
+    PretrainThroughput {
+        model: String::new(),
+        backend: B::name(device),
+        batch,
+        eesmm_images_per_s: eesmm,
+        simmim_images_per_s: simmim,
+        ratio: eesmm / simmim,
+        eesmm_peak_rss_mb: eesmm_peak,
+        simmim_peak_rss_mb: simmim_peak,
+        peak_rss_mb: eesmm_peak.max(simmim_peak),
     }
 }

@@ -45,6 +45,7 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 }
 
 /// A micro-batch on the host: images `[B, C, S, S]` and cell masks `[B, g, g]`.
+#[derive(Clone)]
 struct HostPairs {
     first: Vec<f32>,
     mask1: Vec<f32>,
@@ -122,7 +123,7 @@ impl Sampler {
 }
 
 impl HostPairs {
-    fn to_device<B: Backend>(
+    fn into_device<B: Backend>(
         self,
         format: &ImageFormat,
         grid: usize,
@@ -222,7 +223,8 @@ fn train<B: AutodiffBackend>(
         let mut terms: Vec<(&'static str, f64)> = Vec::new();
         for _ in 0..accumulation {
             let host = batches.next().context("the data loader stopped early")?;
-            let output = objective.forward(&model, &config, host.to_device(&format, grid, device));
+            let output =
+                objective.forward(&model, &config, host.into_device(&format, grid, device));
             let loss = output.total.clone().into_scalar().elem::<f64>();
             if !loss.is_finite() {
                 bar.abandon();
@@ -345,13 +347,9 @@ fn write_preview<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<()> {
     let grid = config.img_size / objective.mask_patch_size;
-    let host = HostPairs {
-        first: preview.first.clone(),
-        mask1: preview.mask1.clone(),
-        second: preview.second.clone(),
-        batch: preview.batch,
-    };
-    let batch = host.to_device::<B::InnerBackend>(format, grid, device);
+    let batch = preview
+        .clone()
+        .into_device::<B::InnerBackend>(format, grid, device);
     let out = objective.forward(&model.valid(), config, batch);
     let rows = preview.batch.min(4);
     let plane = format.channels * format.size * format.size;
