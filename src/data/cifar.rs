@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 
-use super::{InMemoryDataset, Normalization, RawImage, Split};
+use super::{Dataset, Images, Normalization, RawImage, Split};
 
 /// Mean and std of the CIFAR-10 / CIFAR-100 training images (pixels in [0, 1]).
 const CIFAR10_NORMALIZATION: ([f32; 3], [f32; 3]) =
@@ -17,36 +17,45 @@ const CIFAR100_NORMALIZATION: ([f32; 3], [f32; 3]) =
 
 const CIFAR100_FINE_LABELS: usize = 100;
 
-pub fn load_cifar10(root: &Path, split: Split) -> Result<InMemoryDataset> {
+pub fn load_cifar10(root: &Path, split: Split) -> Result<Dataset> {
     let files: Vec<String> = match split {
         Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
         Split::Test => vec!["test_batch.bin".into()],
     };
-    let mut dataset = empty(
-        class_names(root, "batches.meta.txt", 10)?,
-        CIFAR10_NORMALIZATION,
-    );
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
     for file in files {
-        read_records(&root.join(file), 0, 10, &mut dataset)?;
+        read_records(&root.join(file), 0, 10, &mut images, &mut labels)?;
     }
-    Ok(dataset)
+    let names = class_names(root, "batches.meta.txt", 10)?;
+    Ok(dataset(names, CIFAR10_NORMALIZATION, images, labels))
 }
 
-pub fn load_cifar100(root: &Path, split: Split) -> Result<InMemoryDataset> {
+pub fn load_cifar100(root: &Path, split: Split) -> Result<Dataset> {
     let file = match split {
         Split::Train => "train.bin",
         Split::Test => "test.bin",
     };
     let names = class_names(root, "fine_label_names.txt", CIFAR100_FINE_LABELS)?;
-    let mut dataset = empty(names, CIFAR100_NORMALIZATION);
-    read_records(&root.join(file), 1, CIFAR100_FINE_LABELS, &mut dataset)?;
-    Ok(dataset)
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    read_records(
+        &root.join(file),
+        1,
+        CIFAR100_FINE_LABELS,
+        &mut images,
+        &mut labels,
+    )?;
+    Ok(dataset(names, CIFAR100_NORMALIZATION, images, labels))
 }
 
-fn empty(class_names: Vec<String>, normalization: ([f32; 3], [f32; 3])) -> InMemoryDataset {
-    InMemoryDataset {
-        images: Vec::new(),
-        labels: Vec::new(),
+fn dataset(
+    class_names: Vec<String>,
+    normalization: ([f32; 3], [f32; 3]),
+    images: Vec<RawImage>,
+    labels: Vec<usize>,
+) -> Dataset {
+    Dataset {
+        images: Images::Decoded(images),
+        labels,
         class_names,
         normalization: Normalization {
             mean: normalization.0.to_vec(),
@@ -84,7 +93,8 @@ fn read_records(
     path: &Path,
     label_offset: usize,
     classes: usize,
-    out: &mut InMemoryDataset,
+    images: &mut Vec<RawImage>,
+    labels: &mut Vec<usize>,
 ) -> Result<()> {
     const PIXELS: usize = 32 * 32 * 3;
     let record = label_offset + 1 + PIXELS;
@@ -109,13 +119,13 @@ fn read_records(
         let pixels = (0..1024)
             .flat_map(|p| [planes[p], planes[1024 + p], planes[2048 + p]])
             .collect();
-        out.images.push(RawImage {
+        images.push(RawImage {
             height: 32,
             width: 32,
             channels: 3,
             pixels,
         });
-        out.labels.push(label);
+        labels.push(label);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::{InMemoryDataset, Normalization, RawImage, Split};
+use super::{Dataset, Images, Normalization, RawImage, Split};
 
 pub const DEFAULT_ROOT: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -26,7 +26,7 @@ pub const CLASS_NAMES: [&str; 10] = [
 /// Mean and std of the 60,000 training images (pixels in [0, 1]).
 pub const NORMALIZATION: ([f32; 1], [f32; 1]) = ([0.2860], [0.3530]);
 
-pub fn load(root: &Path, split: Split) -> Result<InMemoryDataset> {
+pub fn load(root: &Path, split: Split) -> Result<Dataset> {
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",
@@ -55,16 +55,18 @@ pub fn load(root: &Path, split: Split) -> Result<InMemoryDataset> {
             labels[bad]
         );
     }
-    Ok(InMemoryDataset {
-        images: pixels
-            .chunks_exact(height * width)
-            .map(|p| RawImage {
-                height,
-                width,
-                channels: 1,
-                pixels: p.to_vec(),
-            })
-            .collect(),
+    Ok(Dataset {
+        images: Images::Decoded(
+            pixels
+                .chunks_exact(height * width)
+                .map(|p| RawImage {
+                    height,
+                    width,
+                    channels: 1,
+                    pixels: p.to_vec(),
+                })
+                .collect(),
+        ),
         labels: labels.into_iter().map(usize::from).collect(),
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         normalization: Normalization {

@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::{InMemoryDataset, Normalization, RawImage};
+use super::{Dataset, Normalization, RawImage};
 
 /// How images enter the model: size, channels and normalisation.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,16 +87,20 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// Normalised images and labels of `indices`, decoded in parallel.
-pub fn host_batch(dataset: &InMemoryDataset, indices: &[usize], format: &ImageFormat) -> HostBatch {
+pub fn host_batch(
+    dataset: &Dataset,
+    indices: &[usize],
+    format: &ImageFormat,
+) -> anyhow::Result<HostBatch> {
     let images: Vec<Vec<f32>> = indices
         .par_iter()
-        .map(|&i| to_tensor_data(&dataset.images[i], format))
-        .collect();
-    HostBatch {
+        .map(|&i| Ok(to_tensor_data(dataset.image(i)?.as_ref(), format)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(HostBatch {
         images: images.concat(),
         labels: indices.iter().map(|&i| dataset.labels[i]).collect(),
         batch: indices.len(),
-    }
+    })
 }
 
 /// Runs `prepare(step)` for `steps` on a background thread, at most `depth` ahead of the

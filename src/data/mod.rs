@@ -5,9 +5,13 @@
 
 pub mod cifar;
 pub mod fashion_mnist;
+pub mod image_folder;
 pub mod loader;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+
+use image_folder::BadImagePolicy;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,34 +24,63 @@ pub struct RawImage {
     pub pixels: Vec<u8>,
 }
 
-/// A dataset held in memory (Fashion-MNIST and CIFAR are small enough).
+/// Where a dataset's images are: decoded in memory (Fashion-MNIST and CIFAR are small enough) or
+/// files decoded when a batch needs them (image folders).
 #[derive(Debug, Clone)]
-pub struct InMemoryDataset {
-    pub images: Vec<RawImage>,
+pub enum Images {
+    Decoded(Vec<RawImage>),
+    /// Decoded, resized and center-cropped to `size` on read.
+    Files {
+        paths: Vec<PathBuf>,
+        size: usize,
+    },
+}
+
+/// A labelled set of images.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub images: Images,
     pub labels: Vec<usize>,
     pub class_names: Vec<String>,
     /// Per-channel mean and std of the pixels scaled to [0, 1], used for normalisation.
     pub normalization: Normalization,
 }
 
-impl InMemoryDataset {
+impl Dataset {
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.labels.is_empty()
+    }
+
+    /// Image `index`, decoded.
+    pub fn image(&self, index: usize) -> anyhow::Result<Cow<'_, RawImage>> {
+        match &self.images {
+            Images::Decoded(images) => Ok(Cow::Borrowed(&images[index])),
+            Images::Files { paths, size } => {
+                Ok(Cow::Owned(image_folder::decode(&paths[index], *size)?))
+            }
+        }
     }
 
     /// The first `limit` images (all when `None`).
     pub fn truncated(mut self, limit: Option<usize>) -> Self {
         if let Some(limit) = limit {
-            self.images.truncate(limit);
+            match &mut self.images {
+                Images::Decoded(images) => images.truncate(limit),
+                Images::Files { paths, .. } => paths.truncate(limit),
+            }
             self.labels.truncate(limit);
         }
         self
     }
 }
+
+/// ImageNet's per-channel mean and std, used for image folders.
+pub const IMAGENET_NORMALIZATION: ([f32; 3], [f32; 3]) =
+    ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
 
 /// Mean and std per channel of pixels in [0, 1]; stored with every model trained on the data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +120,9 @@ pub struct DataConfig {
     /// Use only the first N images (quick runs and tests).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Image folders: what to do with files that are not readable images.
+    #[serde(default)]
+    pub on_bad_image: BadImagePolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +131,10 @@ pub enum DatasetKind {
     FashionMnist,
     Cifar10,
     Cifar100,
+    /// `root/<class>/<image>`, labels from the sorted class folders.
+    ImageFolder,
+    /// Images at any depth below `root`, no labels (pretraining).
+    UnlabelledFolder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -106,11 +146,31 @@ pub enum Split {
 }
 
 impl DataConfig {
-    pub fn load(&self) -> anyhow::Result<InMemoryDataset> {
+    /// Loads the dataset; folder images will be read at `image_size` x `image_size`.
+    pub fn load(&self, image_size: usize) -> anyhow::Result<Dataset> {
+        let folder = |listing: image_folder::FolderListing| Dataset {
+            images: Images::Files {
+                paths: listing.files,
+                size: image_size,
+            },
+            labels: listing.labels,
+            class_names: listing.class_names,
+            normalization: Normalization {
+                mean: IMAGENET_NORMALIZATION.0.to_vec(),
+                std: IMAGENET_NORMALIZATION.1.to_vec(),
+            },
+        };
         let dataset = match self.dataset {
             DatasetKind::FashionMnist => fashion_mnist::load(&self.root, self.split)?,
             DatasetKind::Cifar10 => cifar::load_cifar10(&self.root, self.split)?,
             DatasetKind::Cifar100 => cifar::load_cifar100(&self.root, self.split)?,
+            DatasetKind::ImageFolder => {
+                folder(image_folder::scan_labelled(&self.root, self.on_bad_image)?)
+            }
+            DatasetKind::UnlabelledFolder => folder(image_folder::scan_unlabelled(
+                &self.root,
+                self.on_bad_image,
+            )?),
         };
         Ok(dataset.truncated(self.limit))
     }

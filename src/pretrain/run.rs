@@ -22,7 +22,7 @@ use super::mix::warp;
 use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
 use super::stage::PretrainStage;
 use crate::data::loader::{epoch_order, host_batch, ImageFormat, Prefetcher};
-use crate::data::InMemoryDataset;
+use crate::data::Dataset;
 use crate::model::SwinConfig;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::optim::{CosineSchedule, GroupedAdamW};
@@ -55,7 +55,7 @@ struct HostPairs {
 
 /// Everything a micro-batch needs, shared with the loader thread.
 struct Sampler {
-    dataset: Arc<InMemoryDataset>,
+    dataset: Arc<Dataset>,
     format: ImageFormat,
     objective: ObjectiveConfig,
     batch: usize,
@@ -65,13 +65,13 @@ struct Sampler {
 
 impl Sampler {
     /// Micro-batch `micro` (counted from the start of training): its images, transforms and masks.
-    fn prepare(&self, micro: usize) -> HostPairs {
+    fn prepare(&self, micro: usize) -> Result<HostPairs> {
         let per_sample = self.objective.images_per_sample();
         let (epoch, position) = (micro / self.micro_per_epoch, micro % self.micro_per_epoch);
         let order = epoch_order(self.dataset.len(), self.seed, epoch);
         let take = self.batch * per_sample;
         let indices = &order[position * take..(position + 1) * take];
-        let images = host_batch(&self.dataset, indices, &self.format).images;
+        let images = host_batch(&self.dataset, indices, &self.format)?.images;
         let plane = self.format.channels * self.format.size * self.format.size;
         let grid = self.format.size / self.objective.mask_patch_size;
         let mut rng = StdRng::seed_from_u64(step_seed(self.seed, micro));
@@ -86,7 +86,7 @@ impl Sampler {
             .collect();
         let (c, s) = (self.format.channels, self.format.size);
         let image = |i: usize| &images[i * plane..(i + 1) * plane];
-        match self.objective.kind {
+        Ok(match self.objective.kind {
             ObjectiveKind::Simmim => HostPairs {
                 first: images.clone(),
                 mask1: draws.iter().flat_map(|(_, m)| m[0].clone()).collect(),
@@ -118,7 +118,7 @@ impl Sampler {
                     batch: self.batch,
                 }
             }
-        }
+        })
     }
 }
 
@@ -152,7 +152,7 @@ fn train<B: AutodiffBackend>(
     let run_dir = stage.train.run_dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
-    let dataset = Arc::new(stage.data.load()?);
+    let dataset = Arc::new(stage.data.load(config.img_size)?);
     let format = ImageFormat {
         size: config.img_size,
         channels: config.in_chans,
@@ -206,7 +206,7 @@ fn train<B: AutodiffBackend>(
         seed: stage.train.seed,
         micro_per_epoch: steps_per_epoch * accumulation,
     };
-    let preview = sampler.prepare(0);
+    let preview = sampler.prepare(0)?;
     let mut batches = Prefetcher::new(
         start * accumulation..total_steps * accumulation,
         3,
@@ -222,7 +222,7 @@ fn train<B: AutodiffBackend>(
         let mut accumulator = GradientsAccumulator::<PretrainModel<B>>::new();
         let mut terms: Vec<(&'static str, f64)> = Vec::new();
         for _ in 0..accumulation {
-            let host = batches.next().context("the data loader stopped early")?;
+            let host = batches.next().context("the data loader stopped early")??;
             let output =
                 objective.forward(&model, &config, host.into_device(&format, grid, device));
             let loss = output.total.clone().into_scalar().elem::<f64>();

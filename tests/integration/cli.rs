@@ -1,25 +1,8 @@
 //! The `eesmm` binary as a user runs it.
 
-use std::process::Command;
-
 use eesmm::npy;
 
 use super::common::*;
-
-fn eesmm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_eesmm"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn features_writes_timm_pooled_features_and_logits() {

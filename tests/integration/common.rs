@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use burn::prelude::*;
 use eesmm::npy;
@@ -34,6 +35,29 @@ pub fn read_tensor<const D: usize>(path: &Path) -> Tensor<B, D> {
         TensorData::new(array.data, array.shape),
         &Default::default(),
     )
+}
+
+/// Runs the `eesmm` binary from the repository root with extra environment variables.
+pub fn eesmm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+pub fn eesmm(args: &[&str]) -> Output {
+    eesmm_with_env(args, &[])
+}
+
+/// Largest absolute difference between two slices of the same length.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Largest absolute difference between two arrays of the same shape.

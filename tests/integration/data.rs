@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use eesmm::data::image_folder::{self, BadImagePolicy};
 use eesmm::data::{cifar, fashion_mnist, Split};
 
 use super::common::TempDir;
@@ -21,10 +22,10 @@ fn fashion_mnist_has_its_published_counts() {
     for (split, total, per_class) in [(Split::Train, 60_000, 6_000), (Split::Test, 10_000, 1_000)] {
         let data = fashion_mnist::load(fmnist_root(), split).unwrap();
         assert_eq!(data.len(), total);
-        assert!(data
-            .images
-            .iter()
-            .all(|i| (i.height, i.width, i.channels) == (28, 28, 1)));
+        assert!((0..data.len()).all(|i| {
+            let image = data.image(i).unwrap();
+            (image.height, image.width, image.channels) == (28, 28, 1)
+        }));
         let mut counts = [0usize; 10];
         for &l in &data.labels {
             counts[l] += 1;
@@ -49,7 +50,7 @@ fn fashion_mnist_reads_plain_idx_and_names_truncated_files() {
     .unwrap();
     let plain = fashion_mnist::load(&dir.0, Split::Test).unwrap();
     let packaged = fashion_mnist::load(fmnist_root(), Split::Test).unwrap();
-    assert_eq!(plain.images[1234], packaged.images[1234]);
+    assert_eq!(plain.image(1234).unwrap(), packaged.image(1234).unwrap());
     // Cut the file in the middle of record 5000.
     let cut = 16 + 5000 * 784 + 100;
     std::fs::File::create(dir.0.join("t10k-images-idx3-ubyte"))
@@ -76,16 +77,14 @@ fn cifar10_binary_matches_the_pickle_version() {
         vec![3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
     );
     assert_eq!(data.class_names[3], "cat");
-    let first = &data.images[0];
+    let first = data.image(0).unwrap();
     let pixel = |y: usize, x: usize| &first.pixels[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3];
     assert_eq!(pixel(0, 0), [158, 112, 49]);
     assert_eq!(pixel(31, 31), [21, 67, 110]);
     assert_eq!(pixel(10, 20), [175, 165, 154]);
-    let sum: u64 = data
-        .images
-        .iter()
-        .flat_map(|i| i.pixels.iter())
-        .map(|&p| p as u64)
+    let sum: u64 = (0..data.len())
+        .flat_map(|i| data.image(i).unwrap().pixels.clone())
+        .map(|p| p as u64)
         .sum();
     assert_eq!(sum, 7_387_458);
 }
@@ -109,4 +108,69 @@ fn cifar100_reads_fine_labels_and_names_truncated_files() {
         message.contains("test.bin: truncated at record 7"),
         "{message}"
     );
+}
+
+fn imagefolder() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/imagefolder/train")
+}
+
+/// The 20 ImageNet validation JPEGs in 19 class folders: labels from the sorted folder names.
+#[test]
+fn image_folder_labels_come_from_sorted_class_folders() {
+    let listing = image_folder::scan_labelled(&imagefolder(), BadImagePolicy::Fail).unwrap();
+    assert_eq!(listing.files.len(), 20);
+    assert_eq!(listing.class_names.len(), 19);
+    assert_eq!(listing.class_names[0], "n01614925");
+    let mut sorted = listing.class_names.clone();
+    sorted.sort();
+    assert_eq!(sorted, listing.class_names);
+    for (file, &label) in listing.files.iter().zip(&listing.labels) {
+        assert!(file.starts_with(imagefolder().join(&listing.class_names[label])));
+    }
+    let image = image_folder::decode(&listing.files[0], 64).unwrap();
+    assert_eq!(
+        (
+            image.height,
+            image.width,
+            image.channels,
+            image.pixels.len()
+        ),
+        (64, 64, 3, 64 * 64 * 3)
+    );
+}
+
+/// A PNG named `.JPEG` and a grayscale JPEG decode by content (to RGB); a corrupt file fails
+/// naming it, or is skipped and reported under `on_bad_image: skip`.
+#[test]
+fn image_folders_decode_by_content_and_apply_the_bad_image_policy() {
+    let dir = TempDir::new("imagefolder");
+    let class = dir.0.join("cls");
+    std::fs::create_dir_all(class.join("deeper")).unwrap();
+    let gray = image::GrayImage::from_fn(40, 30, |x, y| image::Luma([(x * 6 + y) as u8]));
+    gray.save_with_format(class.join("gray.JPEG"), image::ImageFormat::Jpeg)
+        .unwrap();
+    let rgb = image::RgbImage::from_fn(30, 40, |x, y| image::Rgb([x as u8 * 8, y as u8 * 6, 200]));
+    rgb.save_with_format(class.join("deeper/png_named.JPEG"), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(class.join("broken.JPEG"), b"\xff\xd8 not really a jpeg").unwrap();
+
+    let message = format!(
+        "{:#}",
+        image_folder::scan_labelled(&dir.0, BadImagePolicy::Fail).unwrap_err()
+    );
+    assert!(
+        message.contains("broken.JPEG: not a readable image"),
+        "{message}"
+    );
+
+    let listing = image_folder::scan_labelled(&dir.0, BadImagePolicy::Skip).unwrap();
+    assert_eq!(listing.files.len(), 2);
+    assert_eq!(listing.skipped.len(), 1);
+    assert!(listing.skipped[0].0.ends_with("broken.JPEG"));
+    for file in &listing.files {
+        let image = image_folder::decode(file, 16).unwrap();
+        assert_eq!((image.height, image.width, image.channels), (16, 16, 3));
+    }
+    let unlabelled = image_folder::scan_unlabelled(&dir.0, BadImagePolicy::Skip).unwrap();
+    assert_eq!(unlabelled.files.len(), 2, "images at any depth");
 }

@@ -23,14 +23,6 @@ fn output<'a>(outputs: &'a [Output], name: &str) -> &'a Output {
     outputs.iter().find(|o| o.name == name).unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// swin-micro-32 with timm's random init and a 10-class head, exported with every output.
 fn random_micro() -> (eesmm::model::Swin<B>, eesmm::model::SwinConfig, Vec<u8>) {
     let config = eesmm::model::SwinConfig {

@@ -1,20 +1,12 @@
 //! `eesmm pretrain` as a user runs it, on real Fashion-MNIST images.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eesmm::commands::load_model;
 
 use super::common::*;
-
-fn eesmm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eesmm"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
 
 /// A small stage: swin-micro-28, `images` Fashion-MNIST images, batch 16 (32 images per step).
 fn stage(dir: &Path, name: &str, images: usize, epochs: usize, extra: &str) -> PathBuf {

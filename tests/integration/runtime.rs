@@ -8,19 +8,6 @@ use eesmm::runtime::OnnxModel;
 
 use super::common::*;
 
-fn eesmm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eesmm"))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
-fn eesmm(args: &[&str]) -> Output {
-    eesmm_with_env(args, &[])
-}
-
 fn success(output: &Output) -> String {
     assert!(
         output.status.success(),

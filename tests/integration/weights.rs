@@ -9,14 +9,6 @@ use safetensors::tensor::TensorView;
 
 use super::common::*;
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// References: `F.interpolate(mode="bicubic")` (SimMIM; scripts/make_bicubic_fixture.py) and
 /// timm 1.0.31's `resize_rel_pos_bias_table` (scripts/make_relpos_fixture.py).
 #[test]
