@@ -1,8 +1,79 @@
-//! SimMIM's light decoder: a 1x1 projection of the final feature map to `stride² · channels`
-//! values per token, rearranged into pixels (pixel shuffle).
+//! Pretraining decoders. SimMIM's light head: a 1x1 projection of the final feature map to
+//! `stride² · channels` values per token, rearranged into pixels (pixel shuffle). Optionally an
+//! MAE-style transformer runs over the final tokens first (`decoder: {kind: transformer}`).
 
-use burn::nn::{Linear, LinearConfig};
+use burn::module::{Initializer, Param};
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// `objective.decoder:` in a pretraining stage.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DecoderConfig {
+    /// SimMIM's linear head alone.
+    #[default]
+    Linear,
+    /// Transformer blocks over the final feature map's tokens, then the linear head
+    /// (the paper: width 512).
+    Transformer {
+        width: usize,
+        depth: usize,
+        heads: usize,
+    },
+}
+
+/// Pre-norm transformer blocks over the encoder's final tokens, with learned positions:
+/// `[B, h, w, C_f]` → `[B, h, w, width]`.
+#[derive(Module, Debug)]
+pub struct TransformerBody<B: Backend> {
+    pub embed: Linear<B>,
+    /// `[1, h·w, width]`
+    pub position: Param<Tensor<B, 3>>,
+    pub blocks: TransformerEncoder<B>,
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> TransformerBody<B> {
+    pub fn new(
+        features: usize,
+        tokens: usize,
+        width: usize,
+        depth: usize,
+        heads: usize,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            embed: LinearConfig::new(features, width).init(device),
+            position: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([1, tokens, width], device),
+            blocks: TransformerEncoderConfig::new(width, 4 * width, heads, depth)
+                .with_dropout(0.0)
+                .with_norm_first(true)
+                .init(device),
+            norm: LayerNormConfig::new(width).init(device),
+        }
+    }
+
+    pub fn forward(&self, features: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, w, c] = features.dims();
+        let width = self.position.dims()[2];
+        let x = self
+            .embed
+            .forward(features.reshape([b * h * w, c]))
+            .reshape([b, h * w, width]);
+        let x = self
+            .blocks
+            .forward(TransformerEncoderInput::new(x + self.position.val()));
+        self.norm.forward(x).reshape([b, h, w, width])
+    }
+}
 
 /// `[B, h, w, C_f]` → `[B, out_channels, h·stride, w·stride]`.
 #[derive(Module, Debug)]
@@ -37,6 +108,26 @@ impl<B: Backend> LinearDecoder<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transformer_body_keeps_the_token_grid() {
+        type B = crate::backend::Cpu;
+        let device = Default::default();
+        let body = TransformerBody::<B>::new(24, 9, 16, 2, 4, &device);
+        let out = body.forward(Tensor::ones([2, 3, 3, 24], &device));
+        assert_eq!(out.dims(), [2, 3, 3, 16]);
+        let config: DecoderConfig =
+            crate::yaml::from_str("kind: transformer\nwidth: 512\ndepth: 2\nheads: 16\n").unwrap();
+        assert_eq!(
+            config,
+            DecoderConfig::Transformer {
+                width: 512,
+                depth: 2,
+                heads: 16
+            }
+        );
+        assert!(crate::yaml::from_str::<DecoderConfig>("kind: transformer\nwidth: 8\n").is_err());
+    }
 
     #[test]
     fn pixel_shuffle_places_each_value_in_its_pixel() {

@@ -451,8 +451,15 @@ impl<B: Backend> Swin<B> {
         images: Tensor<B, 4>,
         mask: Option<Tensor<B, 3>>,
     ) -> Tensor<B, 4> {
-        let x = self.embed(images, mask);
-        let x = self.layers.iter().fold(x, |x, stage| stage.forward(x));
+        self.encode(self.embed(images, mask))
+    }
+
+    /// Stages and final norm on patch embeddings: `[B, H/p, W/p, D]` → `[B, H/s, W/s, C_f]`.
+    pub fn encode(&self, embedded: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self
+            .layers
+            .iter()
+            .fold(embedded, |x, stage| stage.forward(x));
         self.norm.forward(x)
     }
 

@@ -6,13 +6,16 @@
 //! `λ1·T1⊙(1−M1) + λ2·T2⊙(1−M2)`, where T1 = A(I1) and T2 = B(I2) are the images after their
 //! geometric transforms (masks are drawn on the transformed images, so they stay on the encoder's
 //! patch grid). The encoder's mask token replaces the patches where *both* images are masked —
-//! there the mixed input holds nothing; elsewhere it sees the mixed pixels.
+//! there the mixed input holds nothing; elsewhere it sees the mixed pixels. With
+//! `visibility_tokens`, a learned vector per image is added where only that image is visible, so
+//! the encoder can tell the two components apart (the plain mix is symmetric in them).
 
+use burn::module::{Initializer, Param};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::mix::MixAugment;
-use crate::model::decoder::LinearDecoder;
+use crate::model::decoder::{DecoderConfig, LinearDecoder, TransformerBody};
 use crate::model::{Swin, SwinConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -84,6 +87,13 @@ pub struct ObjectiveConfig {
     pub weights: LossWeights,
     #[serde(default)]
     pub augment: MixAugment,
+    /// The decoder: SimMIM's linear head, optionally after transformer blocks.
+    #[serde(default)]
+    pub decoder: DecoderConfig,
+    /// EESMM: add a learned "only image 1 / only image 2 is visible here" vector to the patch
+    /// embeddings (not in the paper; see README).
+    #[serde(default)]
+    pub visibility_tokens: bool,
 }
 
 fn default_ratio() -> f64 {
@@ -133,20 +143,67 @@ impl ObjectiveConfig {
 #[derive(Module, Debug)]
 pub struct PretrainModel<B: Backend> {
     pub encoder: Swin<B>,
+    /// Transformer blocks before the head (`decoder: {kind: transformer}`).
+    pub decoder_body: Option<TransformerBody<B>>,
     pub decoder: LinearDecoder<B>,
+    /// `[1, 1, 1, D]` each: added where only the first / only the second image is visible
+    /// (used with `visibility_tokens`).
+    pub only_first: Param<Tensor<B, 4>>,
+    pub only_second: Param<Tensor<B, 4>>,
 }
 
 impl<B: Backend> PretrainModel<B> {
     pub fn new(model: &SwinConfig, objective: &ObjectiveConfig, device: &B::Device) -> Self {
+        let tokens = (model.img_size / model.total_stride()).pow(2);
+        let (decoder_body, head_input) = match objective.decoder {
+            DecoderConfig::Linear => (None, model.num_features()),
+            DecoderConfig::Transformer {
+                width,
+                depth,
+                heads,
+            } => (
+                Some(TransformerBody::new(
+                    model.num_features(),
+                    tokens,
+                    width,
+                    depth,
+                    heads,
+                    device,
+                )),
+                width,
+            ),
+        };
         Self {
             encoder: model.init(device),
+            decoder_body,
             decoder: LinearDecoder::new(
-                model.num_features(),
+                head_input,
                 model.total_stride(),
                 objective.decoder_channels(model.in_chans),
                 device,
             ),
+            only_first: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([1, 1, 1, model.embed_dim], device),
+            only_second: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([1, 1, 1, model.embed_dim], device),
         }
+    }
+}
+
+impl<B: Backend> PretrainModel<B> {
+    /// Encoder features `[B, h, w, C_f]` → predicted pixels `[B, channels, S, S]`.
+    pub fn decode(&self, features: Tensor<B, 4>) -> Tensor<B, 4> {
+        let tokens = match &self.decoder_body {
+            Some(body) => body.forward(features),
+            None => features,
+        };
+        self.decoder.forward(tokens)
     }
 }
 
@@ -215,7 +272,7 @@ impl ObjectiveConfig {
                 let features = model
                     .encoder
                     .forward_features(batch.first.clone(), Some(tokens));
-                let recon = model.decoder.forward(features);
+                let recon = model.decode(features);
                 let loss = masked_loss(
                     recon.clone(),
                     batch.first.clone(),
@@ -237,11 +294,22 @@ impl ObjectiveConfig {
                 let t1 = batch.first;
                 let mixed = t1.clone() * (m1.clone().neg() + 1.0) * l1
                     + second.clone() * (m2.clone().neg() + 1.0) * l2;
-                let both_masked = repeat_cells(batch.mask1 * mask2, token_factor);
-                let features = model
-                    .encoder
-                    .forward_features(mixed.clone(), Some(both_masked));
-                let out = model.decoder.forward(features);
+                let (t1_masked, t2_masked) = (
+                    repeat_cells(batch.mask1, token_factor),
+                    repeat_cells(mask2, token_factor),
+                ); // [B, H/p, W/p]
+                let both = t1_masked.clone() * t2_masked.clone();
+                let mut embedded = model.encoder.embed(mixed.clone(), Some(both.clone()));
+                if self.visibility_tokens {
+                    // 1 where only the first (resp. second) image is visible.
+                    let only_first = (t2_masked - both.clone()).unsqueeze_dim::<4>(3);
+                    let only_second = (t1_masked - both).unsqueeze_dim::<4>(3);
+                    embedded = embedded
+                        + only_first * model.only_first.val()
+                        + only_second * model.only_second.val();
+                }
+                let features = model.encoder.encode(embedded);
+                let out = model.decode(features);
                 let target_mix = t1.clone() * l1 + second.clone() * l2;
                 let (r1, r2, rmix) = match self.decomposition {
                     Decomposition::Split => {
@@ -293,6 +361,8 @@ mod tests {
             loss: LossKind::L1,
             weights: LossWeights::default(),
             augment: MixAugment::off(),
+            decoder: DecoderConfig::Linear,
+            visibility_tokens: true,
         }
     }
 

@@ -98,12 +98,19 @@ impl CosineSchedule {
     }
 }
 
-/// Whether a parameter path is exempt from weight decay (timm's `no_weight_decay` rules).
+/// Whether a parameter path is exempt from weight decay (timm's `no_weight_decay` rules, and
+/// the learned tokens of EESMM).
 pub fn is_no_decay(path: &str) -> bool {
     let name = path.rsplit('.').next().unwrap_or(path);
     matches!(
         name,
-        "bias" | "beta" | "gamma" | "relative_position_bias_table" | "mask_token"
+        "bias"
+            | "beta"
+            | "gamma"
+            | "relative_position_bias_table"
+            | "mask_token"
+            | "only_first"
+            | "only_second"
     )
 }
 

@@ -195,3 +195,36 @@ fn bad_stage_files_fail_naming_file_line_and_field() {
         "{stderr}"
     );
 }
+
+/// The transformer decoder and the visibility tokens train end to end, and SimMIM runs on the
+/// same code (one image per encoder input: twice the steps for the same images).
+#[test]
+fn transformer_decoder_visibility_tokens_and_simmim_run() {
+    let dir = TempDir::new("variants");
+    let eesmm_config = stage(&dir.0, "transformer", 256, 1, "");
+    let text = std::fs::read_to_string(&eesmm_config).unwrap().replace(
+        "objective: {kind: eesmm, mask_patch_size: 4}",
+        "objective: {kind: eesmm, mask_patch_size: 4, visibility_tokens: true, decoder: {kind: transformer, width: 32, depth: 1, heads: 4}}",
+    );
+    std::fs::write(&eesmm_config, &text).unwrap();
+    let output = eesmm(&["pretrain", "--config", eesmm_config.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(losses(&dir.0.join("transformer")).len(), 8); // 256 images / 32 per step
+
+    let simmim_config = stage(&dir.0, "simmim", 256, 1, "");
+    let text = std::fs::read_to_string(&simmim_config)
+        .unwrap()
+        .replace("kind: eesmm", "kind: simmim");
+    std::fs::write(&simmim_config, &text).unwrap();
+    let output = eesmm(&["pretrain", "--config", simmim_config.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(losses(&dir.0.join("simmim")).len(), 16); // 256 images / 16 per step
+}
