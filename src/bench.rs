@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
-use crate::cli::{BenchCommand, EncoderBenchArgs, PretrainBenchArgs};
+use crate::cli::{BenchCommand, ThroughputArgs};
 use crate::model::SwinConfig;
 use crate::with_backend;
 
@@ -31,14 +31,19 @@ pub struct EncoderThroughput {
     pub forward_backward_images_per_s: f64,
 }
 
-fn encoder(args: &EncoderBenchArgs) -> Result<()> {
-    let cases: Vec<(PathBuf, usize)> = match &args.model {
+/// `--model` at `--batch`, or the two standard cases.
+fn cases(args: &ThroughputArgs) -> Vec<(PathBuf, usize)> {
+    match &args.model {
         Some(model) => vec![(model.clone(), args.batch)],
         None => vec![
             ("models/swin-micro-32.yaml".into(), 32),
             ("models/swin-t.yaml".into(), 8),
         ],
-    };
+    }
+}
+
+fn encoder(args: &ThroughputArgs) -> Result<()> {
+    let cases = cases(args);
     if !args.json {
         println!(
             "{:<20} {:<10} {:>6} {:>14} {:>16}",
@@ -76,18 +81,14 @@ fn encoder(args: &EncoderBenchArgs) -> Result<()> {
 
 /// The same case on the Flex backend, when built with the `flex` feature and run on CPU.
 #[cfg(feature = "flex")]
-fn flex_row(
-    config: &SwinConfig,
-    batch: usize,
-    args: &EncoderBenchArgs,
-) -> Option<EncoderThroughput> {
+fn flex_row(config: &SwinConfig, batch: usize, args: &ThroughputArgs) -> Option<EncoderThroughput> {
     type Flex = burn::backend::Autodiff<crate::backend::CpuFlex>;
     (args.device == crate::backend::DeviceSpec::Cpu)
         .then(|| measure::<Flex>(config, batch, args, &Default::default()))
 }
 
 #[cfg(not(feature = "flex"))]
-fn flex_row(_: &SwinConfig, _: usize, _: &EncoderBenchArgs) -> Option<EncoderThroughput> {
+fn flex_row(_: &SwinConfig, _: usize, _: &ThroughputArgs) -> Option<EncoderThroughput> {
     None
 }
 
@@ -110,7 +111,7 @@ pub fn median_seconds(warmup: usize, iters: usize, mut step: impl FnMut()) -> f6
 fn measure<B: AutodiffBackend>(
     config: &SwinConfig,
     batch: usize,
-    args: &EncoderBenchArgs,
+    args: &ThroughputArgs,
     device: &B::Device,
 ) -> EncoderThroughput {
     let shape = [batch, config.in_chans, config.img_size, config.img_size];
@@ -152,14 +153,8 @@ pub struct PretrainThroughput {
     pub peak_rss_mb: f64,
 }
 
-fn pretrain(args: &PretrainBenchArgs) -> Result<()> {
-    let cases: Vec<(PathBuf, usize)> = match &args.model {
-        Some(model) => vec![(model.clone(), args.batch)],
-        None => vec![
-            ("models/swin-micro-32.yaml".into(), 32),
-            ("models/swin-t.yaml".into(), 8),
-        ],
-    };
+fn pretrain(args: &ThroughputArgs) -> Result<()> {
+    let cases = cases(args);
     for (path, batch) in cases {
         let config = SwinConfig::load(&path)?;
         let mut row = with_backend!(args.device, |B, device| Ok::<_, anyhow::Error>(
@@ -208,7 +203,7 @@ fn reset_peak_rss() {
 fn measure_pretrain<B: AutodiffBackend>(
     config: &SwinConfig,
     batch: usize,
-    args: &PretrainBenchArgs,
+    args: &ThroughputArgs,
     device: &B::Device,
 ) -> PretrainThroughput {
     use crate::pretrain::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};

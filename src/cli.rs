@@ -152,31 +152,11 @@ pub struct FeaturesArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Encoder forward and forward+backward images/s.
-    Encoder(EncoderBenchArgs),
+    Encoder(ThroughputArgs),
     /// Latency of the exported ONNX graph in ONNX Runtime vs the burn forward.
     Onnx(OnnxBenchArgs),
     /// Pretraining steps: EESMM vs SimMIM images/s and peak memory at the same encoder batch.
-    Pretrain(PretrainBenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct PretrainBenchArgs {
-    /// Model preset; without it, swin-micro-32 at batch 32 and swin-t at batch 8.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Encoder batch (with --model): an EESMM input holds two images, a SimMIM input one.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Timed optimizer steps per objective; the median is reported.
-    #[arg(long, default_value_t = 5)]
-    pub iters: usize,
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    /// Print one JSON object per model.
-    #[arg(long)]
-    pub json: bool,
+    Pretrain(ThroughputArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,16 +178,17 @@ pub struct OnnxBenchArgs {
     pub json: bool,
 }
 
+/// Arguments of `bench encoder` and `bench pretrain`.
 #[derive(Debug, Args)]
-pub struct EncoderBenchArgs {
+pub struct ThroughputArgs {
     /// Model preset; without it, the two standard cases run: swin-micro-32 at batch 32 and
     /// swin-t at batch 8.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Batch size (with --model).
+    /// Batch size (with --model); for `pretrain`, encoder inputs (an EESMM input holds two images).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Timed iterations; the median is reported.
+    /// Timed iterations (optimizer steps for `pretrain`); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
     /// Untimed iterations first.

@@ -70,14 +70,7 @@ fn class_names(root: &Path, meta: &str, count: usize) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok((0..count).map(|i| format!("class_{i}")).collect());
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let names = super::read_class_names(&path)?;
     ensure!(
         names.len() == count,
         "{}: {} class names, expected {count}",

@@ -82,6 +82,19 @@ impl Dataset {
 pub const IMAGENET_NORMALIZATION: ([f32; 3], [f32; 3]) =
     ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
 
+/// Class names from a text file, one per line (blank lines ignored).
+pub fn read_class_names(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
 /// Mean and std per channel of pixels in [0, 1]; stored with every model trained on the data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Normalization {

@@ -88,14 +88,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     };
     let mut card = default_card(&config, outputs, classes);
     if let Some(path) = &args.labels {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        card.class_names = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
+        card.class_names = crate::data::read_class_names(path)?;
         ensure!(
             card.class_names.len() == classes,
             "{}: {} names for a head of {classes} classes{}",
