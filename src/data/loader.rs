@@ -7,8 +7,9 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Normalization, RawImage};
 
@@ -26,6 +27,69 @@ pub struct HostBatch {
     pub images: Vec<f32>,
     pub labels: Vec<usize>,
     pub batch: usize,
+}
+
+/// torchvision's `RandomResizedCrop` + `RandomHorizontalFlip`: the light augmentation of
+/// SimMIM/EESMM pretraining (`data.augment:`). The crop is then resized to the model's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropAugment {
+    /// Share of the image area kept, drawn uniformly from this range.
+    #[serde(default = "default_scale")]
+    pub scale: [f32; 2],
+    /// Aspect ratio (w/h) of the crop, drawn log-uniformly from this range.
+    #[serde(default = "default_ratio")]
+    pub ratio: [f32; 2],
+    #[serde(default = "default_true")]
+    pub hflip: bool,
+}
+
+fn default_scale() -> [f32; 2] {
+    [0.67, 1.0]
+}
+fn default_ratio() -> [f32; 2] {
+    [0.75, 4.0 / 3.0]
+}
+fn default_true() -> bool {
+    true
+}
+
+impl CropAugment {
+    /// A random crop of `image` (10 tries at a fitting box, else the whole image), maybe mirrored.
+    pub fn apply(&self, rng: &mut impl Rng, image: &RawImage) -> RawImage {
+        let (h, w) = (image.height as f32, image.width as f32);
+        let (mut ch, mut cw, mut y0, mut x0) = (image.height, image.width, 0, 0);
+        for _ in 0..10 {
+            let area = h * w * rng.random_range(self.scale[0]..=self.scale[1]);
+            let log_ratio = rng.random_range(self.ratio[0].ln()..=self.ratio[1].ln());
+            let (tw, th) = (
+                (area * log_ratio.exp()).sqrt().round(),
+                (area / log_ratio.exp()).sqrt().round(),
+            );
+            if tw >= 1.0 && th >= 1.0 && tw <= w && th <= h {
+                (cw, ch) = (tw as usize, th as usize);
+                y0 = rng.random_range(0..=image.height - ch);
+                x0 = rng.random_range(0..=image.width - cw);
+                break;
+            }
+        }
+        let flip = self.hflip && rng.random_bool(0.5);
+        let c = image.channels;
+        let mut pixels = Vec::with_capacity(ch * cw * c);
+        for y in 0..ch {
+            for x in 0..cw {
+                let sx = if flip { x0 + cw - 1 - x } else { x0 + x };
+                let at = ((y0 + y) * image.width + sx) * c;
+                pixels.extend_from_slice(&image.pixels[at..at + c]);
+            }
+        }
+        RawImage {
+            height: ch,
+            width: cw,
+            channels: c,
+            pixels,
+        }
+    }
 }
 
 /// One image as normalised `[C, S, S]` floats: bilinear resize to `S x S`, channel conversion
@@ -87,14 +151,29 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// Normalised images and labels of `indices`, decoded in parallel.
+/// With `crop`, each image first gets a random resized crop and flip drawn from
+/// `(seed, position in the batch)`.
 pub fn host_batch(
     dataset: &Dataset,
     indices: &[usize],
     format: &ImageFormat,
+    crop: Option<(&CropAugment, u64)>,
 ) -> anyhow::Result<HostBatch> {
     let images: Vec<Vec<f32>> = indices
         .par_iter()
-        .map(|&i| Ok(to_tensor_data(dataset.image(i)?.as_ref(), format)))
+        .enumerate()
+        .map(|(k, &i)| {
+            let image = dataset.image(i)?;
+            Ok(match crop {
+                Some((augment, seed)) => {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(
+                        seed ^ (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    );
+                    to_tensor_data(&augment.apply(&mut rng, &image), format)
+                }
+                None => to_tensor_data(&image, format),
+            })
+        })
         .collect::<anyhow::Result<_>>()?;
     Ok(HostBatch {
         images: images.concat(),
@@ -147,5 +226,49 @@ impl<T> Drop for Prefetcher<T> {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(h: usize, w: usize) -> RawImage {
+        RawImage {
+            height: h,
+            width: w,
+            channels: 1,
+            pixels: (0..h * w).map(|v| v as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn crops_keep_the_requested_area_and_aspect() {
+        let augment = CropAugment {
+            scale: [0.25, 0.25],
+            ratio: [1.0, 1.0],
+            hflip: false,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let crop = augment.apply(&mut rng, &ramp(16, 16));
+        assert_eq!((crop.height, crop.width), (8, 8));
+        // A contiguous window: each row continues the source row.
+        assert_eq!(crop.pixels[1], crop.pixels[0] + 1);
+        assert_eq!(crop.pixels[8], crop.pixels[0] + 16);
+    }
+
+    #[test]
+    fn the_full_scale_flip_mirrors_rows() {
+        let augment = CropAugment {
+            scale: [1.0, 1.0],
+            ratio: [1.0, 1.0],
+            hflip: true,
+        };
+        let image = ramp(4, 4);
+        let mirrored = (0..20u64)
+            .map(|seed| augment.apply(&mut rand::rngs::StdRng::seed_from_u64(seed), &image))
+            .find(|c| c.pixels[0] == 3)
+            .expect("a flip in 20 draws");
+        assert_eq!(&mirrored.pixels[..4], &[3, 2, 1, 0]);
     }
 }

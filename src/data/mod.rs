@@ -136,6 +136,9 @@ pub struct DataConfig {
     /// Image folders: what to do with files that are not readable images.
     #[serde(default)]
     pub on_bad_image: BadImagePolicy,
+    /// Random resized crop + flip before anything else (off when absent).
+    #[serde(default)]
+    pub augment: Option<loader::CropAugment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use super::mask::random_mask;
 use super::mix::warp;
 use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
 use super::stage::PretrainStage;
-use crate::data::loader::{epoch_order, host_batch, ImageFormat, Prefetcher};
+use crate::data::loader::{epoch_order, host_batch, CropAugment, ImageFormat, Prefetcher};
 use crate::data::Dataset;
 use crate::model::SwinConfig;
 use crate::train::checkpoint::{self, TrainState};
@@ -57,6 +57,7 @@ struct HostPairs {
 struct Sampler {
     dataset: Arc<Dataset>,
     format: ImageFormat,
+    crop: Option<CropAugment>,
     objective: ObjectiveConfig,
     batch: usize,
     seed: u64,
@@ -71,7 +72,11 @@ impl Sampler {
         let order = epoch_order(self.dataset.len(), self.seed, epoch);
         let take = self.batch * per_sample;
         let indices = &order[position * take..(position + 1) * take];
-        let images = host_batch(&self.dataset, indices, &self.format)?.images;
+        let crop = self
+            .crop
+            .as_ref()
+            .map(|augment| (augment, step_seed(self.seed ^ 0xC809, micro)));
+        let images = host_batch(&self.dataset, indices, &self.format, crop)?.images;
         let plane = self.format.channels * self.format.size * self.format.size;
         let grid = self.format.size / self.objective.mask_patch_size;
         let mut rng = StdRng::seed_from_u64(step_seed(self.seed, micro));
@@ -201,6 +206,7 @@ fn train<B: AutodiffBackend>(
     let sampler = Sampler {
         dataset: dataset.clone(),
         format: format.clone(),
+        crop: stage.data.augment.clone(),
         objective: objective.clone(),
         batch,
         seed: stage.train.seed,

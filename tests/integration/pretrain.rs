@@ -196,13 +196,13 @@ fn bad_stage_files_fail_naming_file_line_and_field() {
     );
 }
 
-/// The transformer decoder and the visibility tokens train end to end, and SimMIM runs on the
+/// The transformer decoder, the visibility tokens and crop augmentation train end to end, and SimMIM runs on the
 /// same code (one image per encoder input: twice the steps for the same images).
 #[test]
 fn transformer_decoder_visibility_tokens_and_simmim_run() {
     let dir = TempDir::new("variants");
     let eesmm_config = stage(&dir.0, "transformer", 256, 1, "");
-    let text = std::fs::read_to_string(&eesmm_config).unwrap().replace(
+    let text = std::fs::read_to_string(&eesmm_config).unwrap().replace("limit: 256}", "limit: 256, augment: {scale: [0.5, 1.0]}}").replace(
         "objective: {kind: eesmm, mask_patch_size: 4}",
         "objective: {kind: eesmm, mask_patch_size: 4, visibility_tokens: true, decoder: {kind: transformer, width: 32, depth: 1, heads: 4}}",
     );
