@@ -193,7 +193,7 @@ impl<T: Send + 'static> Prefetcher<T> {
     pub fn new(
         steps: std::ops::Range<usize>,
         depth: usize,
-        prepare: impl Fn(usize) -> T + Send + 'static,
+        mut prepare: impl FnMut(usize) -> T + Send + 'static,
     ) -> Self {
         let (sender, receiver) = sync_channel(depth);
         let worker = std::thread::spawn(move || {

@@ -62,16 +62,20 @@ struct Sampler {
     batch: usize,
     seed: u64,
     micro_per_epoch: usize,
+    /// The current epoch and its order, drawn once per epoch.
+    order: (usize, Vec<usize>),
 }
 
 impl Sampler {
     /// Micro-batch `micro` (counted from the start of training): its images, transforms and masks.
-    fn prepare(&self, micro: usize) -> Result<HostPairs> {
+    fn prepare(&mut self, micro: usize) -> Result<HostPairs> {
         let per_sample = self.objective.images_per_sample();
         let (epoch, position) = (micro / self.micro_per_epoch, micro % self.micro_per_epoch);
-        let order = epoch_order(self.dataset.len(), self.seed, epoch);
+        if self.order.0 != epoch || self.order.1.is_empty() {
+            self.order = (epoch, epoch_order(self.dataset.len(), self.seed, epoch));
+        }
         let take = self.batch * per_sample;
-        let indices = &order[position * take..(position + 1) * take];
+        let indices = &self.order.1[position * take..(position + 1) * take];
         let crop = self
             .crop
             .as_ref()
@@ -203,7 +207,7 @@ fn train<B: AutodiffBackend>(
     let metrics = MetricsLog::open(&run_dir, start)?;
 
     let grid = config.img_size / objective.mask_patch_size;
-    let sampler = Sampler {
+    let mut sampler = Sampler {
         dataset: dataset.clone(),
         format: format.clone(),
         crop: stage.data.augment.clone(),
@@ -211,6 +215,7 @@ fn train<B: AutodiffBackend>(
         batch,
         seed: stage.train.seed,
         micro_per_epoch: steps_per_epoch * accumulation,
+        order: (0, Vec::new()),
     };
     let preview = sampler.prepare(0)?;
     let mut batches = Prefetcher::new(
@@ -441,7 +446,7 @@ fn save_encoder<B: AutodiffBackend>(
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?
                 .convert::<f32>();
             let shape = data.shape.to_vec();
-            Ok((timm_key(&s.full_path()), shape, data.as_bytes().to_vec()))
+            Ok((s.full_path(), shape, data.as_bytes().to_vec()))
         })
         .collect::<Result<_>>()?;
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
@@ -465,9 +470,4 @@ fn save_encoder<B: AutodiffBackend>(
         &run_dir.join("encoder.json"),
         &json!({ "model": config, "normalization": format.normalization, "eesmm_version": env!("CARGO_PKG_VERSION") }),
     )
-}
-
-/// burn parameter path → timm key (`gamma`/`beta` of the LayerNorms → `weight`/`bias`).
-fn timm_key(path: &str) -> String {
-    path.replace(".gamma", ".weight").replace(".beta", ".bias")
 }
