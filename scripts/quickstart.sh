@@ -29,7 +29,7 @@ echo "logits vs timm:"
 # EESMM pretraining on 16,384 Fashion-MNIST images (one epoch, ~3 minutes on 2 cores), then the
 # pretrained encoder as a verified ONNX file. Re-running resumes or skips finished work.
 run=runs/quickstart-pretrain
-sed -e "s#run_dir: runs/pretrain-fmnist-eesmm#run_dir: $run#" -e 's#split: train#split: train\n  limit: 16384#' \
+sed -e "s#out_dir: runs/pretrain-fmnist-eesmm#out_dir: $run#" -e 's#split: train#split: train\n  limit: 16384#' \
     pipelines/stages/pretrain-fmnist-eesmm.yaml > "$out/pretrain.yaml"
 [ -f "$run/encoder.safetensors" ] || "$eesmm" pretrain --config "$out/pretrain.yaml"
 "$eesmm" export --model models/swin-micro-28.yaml --weights "$run/encoder.safetensors" \

@@ -158,7 +158,7 @@ fn train<B: AutodiffBackend>(
 ) -> Result<PathBuf> {
     let config = stage.model_config()?;
     let objective = stage.objective.clone();
-    let run_dir = stage.train.run_dir.clone();
+    let run_dir = stage.out_dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
     let dataset = Arc::new(stage.data.load(config.img_size)?);
@@ -183,7 +183,7 @@ fn train<B: AutodiffBackend>(
         total_steps,
     );
 
-    B::seed(device, stage.train.seed);
+    B::seed(device, stage.seed);
     let mut model = PretrainModel::<B>::new(&config, &objective, device);
     let mut start = 0;
     let resume_from = resume.or_else(|| checkpoint::latest(&run_dir));
@@ -213,7 +213,7 @@ fn train<B: AutodiffBackend>(
         crop: stage.data.augment.clone(),
         objective: objective.clone(),
         batch,
-        seed: stage.train.seed,
+        seed: stage.seed,
         micro_per_epoch: steps_per_epoch * accumulation,
         order: (0, Vec::new()),
     };
@@ -229,7 +229,7 @@ fn train<B: AutodiffBackend>(
     let mut last_checkpoint = checkpoint::latest(&run_dir);
     for step in start..total_steps {
         let step_started = Instant::now();
-        B::seed(device, step_seed(stage.train.seed, step));
+        B::seed(device, step_seed(stage.seed, step));
         let mut accumulator = GradientsAccumulator::<PretrainModel<B>>::new();
         let mut terms: Vec<(&'static str, f64)> = Vec::new();
         for _ in 0..accumulation {

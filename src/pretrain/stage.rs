@@ -9,6 +9,7 @@ use super::objective::ObjectiveConfig;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
+use crate::train::config::{default_device, parse_device, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
 /// A pretraining stage, as `eesmm pretrain --config` reads it (and `eesmm run` will).
@@ -18,49 +19,18 @@ use crate::train::optim::OptimizerConfig;
 pub struct PretrainStage {
     /// Model preset (YAML with timm SwinTransformer keys).
     pub model: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Seeds initialisation, data order, masks, augmentations and drop path.
+    #[serde(default)]
+    pub seed: u64,
+    /// The run directory: checkpoints, metrics, plots and the final encoder.
+    pub out_dir: PathBuf,
     pub data: DataConfig,
     pub objective: ObjectiveConfig,
     pub optimizer: OptimizerConfig,
     pub train: TrainConfig,
-}
-
-/// `train:` — how long, how big, where to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    /// Encoder inputs per micro-batch (an EESMM input holds two images).
-    pub batch_size: usize,
-    #[serde(default = "one")]
-    pub accumulation: usize,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "default_device")]
-    pub device: String,
-    pub run_dir: PathBuf,
-    /// Write a checkpoint every N optimizer steps (and at the end of every epoch).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-    #[serde(default = "default_keep")]
-    pub keep_checkpoints: usize,
-    #[serde(default = "default_log_every")]
-    pub log_every: usize,
-}
-
-fn one() -> usize {
-    1
-}
-fn default_device() -> String {
-    "cpu".into()
-}
-fn default_checkpoint_every() -> usize {
-    500
-}
-fn default_keep() -> usize {
-    2
-}
-fn default_log_every() -> usize {
-    10
 }
 
 impl PretrainStage {
@@ -80,29 +50,14 @@ impl PretrainStage {
     }
 
     pub fn device(&self) -> Result<DeviceSpec> {
-        self.train
-            .device
-            .parse()
-            .map_err(|e| anyhow::anyhow!("train.device: {e}"))
+        parse_device(&self.device)
     }
 
     pub fn validate(&self) -> Result<()> {
         let model = self.model_config()?;
         self.objective.validate(&model)?;
         self.device()?;
-        ensure!(self.train.epochs > 0, "train.epochs: must be at least 1");
-        ensure!(
-            self.train.batch_size > 0,
-            "train.batch_size: must be at least 1"
-        );
-        ensure!(
-            self.train.accumulation > 0,
-            "train.accumulation: must be at least 1"
-        );
-        ensure!(
-            self.train.checkpoint_every > 0,
-            "train.checkpoint_every: must be at least 1"
-        );
+        self.train.validate()?;
         ensure!(
             self.optimizer.base_lr > 0.0,
             "optimizer.base_lr: must be positive"

@@ -1,5 +1,6 @@
 //! The training machinery shared by pretraining and fine-tuning.
 
 pub mod checkpoint;
+pub mod config;
 pub mod optim;
 pub mod report;

@@ -15,11 +15,11 @@ fn stage(dir: &Path, name: &str, images: usize, epochs: usize, extra: &str) -> P
     std::fs::write(
         &path,
         format!(
-            "model: models/swin-micro-28.yaml\n\
+            "model: models/swin-micro-28.yaml\nout_dir: {}\n\
              data: {{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: {images}}}\n\
              objective: {{kind: eesmm, mask_patch_size: 4}}\n\
              optimizer: {{base_lr: 4.0e-3, warmup_epochs: 0.25, clip_grad: 5.0}}\n\
-             train: {{epochs: {epochs}, batch_size: 16, run_dir: {}, checkpoint_every: 3, log_every: 1{extra}}}\n",
+             train: {{epochs: {epochs}, batch_size: 16, checkpoint_every: 3, log_every: 1{extra}}}\n",
             run.display()
         ),
     )
