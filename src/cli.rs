@@ -35,6 +35,33 @@ pub enum Command {
         #[arg(long)]
         resume: Option<PathBuf>,
     },
+    /// Fine-tune a classifier (encoder + pool + linear head) from a stage YAML.
+    Finetune {
+        /// Stage YAML (model, init, data, eval_data, augment, optimizer, train).
+        #[arg(long)]
+        config: PathBuf,
+        /// Resume from this checkpoint folder (default: the run directory's latest, if any).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
+    /// Evaluate a classifier: top-1/top-5, per-class accuracy, confusion matrix (JSON + PNG).
+    Eval {
+        /// Stage YAML (weights, data, out_dir).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Train a linear classifier on a frozen encoder's pooled features.
+    LinearProbe {
+        /// Stage YAML (weights, train_data, test_data, probe, out_dir).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Classify by a k-nearest-neighbour vote over a frozen encoder's pooled features.
+    Knn {
+        /// Stage YAML (weights, train_data, test_data, knn, out_dir).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Compare two .npy arrays (e.g. eesmm features against PyTorch's); exit 1 above --tol.
     Diff {
         actual: PathBuf,
@@ -71,13 +98,14 @@ pub struct ExportArgs {
     /// Also output the final feature map `features` [batch, H/s, W/s, C] (NHWC).
     #[arg(long)]
     pub feature_map: bool,
-    /// Class names for the model card, one per line (default class_0, class_1, ...).
+    /// Class names for the model card, one per line (default: those in the weights' .json
+    /// sidecar written by eesmm, else class_0, class_1, ...).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Normalisation mean per channel for the model card (default ImageNet's).
+    /// Normalisation mean per channel for the model card (default: the sidecar's, else ImageNet's).
     #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
-    /// Normalisation std per channel for the model card (default ImageNet's).
+    /// Normalisation std per channel for the model card (default: the sidecar's, else ImageNet's).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 }

@@ -7,6 +7,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::cli::{Command, FeaturesArgs};
+use crate::evaluate::stage::load_stage;
+use crate::evaluate::{ClassificationReport, EvalStage, ProbeStage};
 use crate::model::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
 use crate::model::{info, Swin, SwinConfig};
 use crate::{bench, npy, with_backend};
@@ -26,6 +28,36 @@ pub fn run(command: Command) -> Result<()> {
             println!("pretraining finished: {}", run_dir.display());
             Ok(())
         }
+        Command::Finetune { config, resume } => {
+            let stage = crate::finetune::FinetuneStage::load(&config)?;
+            if let Some(report) = crate::finetune::run::run(&stage, resume)? {
+                println!(
+                    "held-out top-1 {:.2} %, top-5 {:.2} %",
+                    100.0 * report.top1,
+                    100.0 * report.top5
+                );
+            }
+            println!(
+                "fine-tuning finished: {}",
+                stage.out_dir.join("classifier.safetensors").display()
+            );
+            Ok(())
+        }
+        Command::Eval { config } => {
+            let stage: EvalStage = load_stage(&config)?;
+            print_report("eval", &stage.run()?);
+            Ok(())
+        }
+        Command::LinearProbe { config } => {
+            let stage: ProbeStage = load_stage(&config)?;
+            print_report("linear probe", &stage.run_linear_probe()?);
+            Ok(())
+        }
+        Command::Knn { config } => {
+            let stage: ProbeStage = load_stage(&config)?;
+            print_report("k-NN", &stage.run_knn()?);
+            Ok(())
+        }
         Command::Diff {
             actual,
             expected,
@@ -35,6 +67,23 @@ pub fn run(command: Command) -> Result<()> {
         Command::Export(args) => crate::onnx::export(&args),
         Command::Verify(args) => crate::runtime::verify::run(&args),
         Command::Infer(args) => crate::runtime::infer::run(&args),
+    }
+}
+
+fn print_report(what: &str, report: &ClassificationReport) {
+    println!(
+        "{what}: {} images, top-1 {:.2} %, top-5 {:.2} %",
+        report.images,
+        100.0 * report.top1,
+        100.0 * report.top5
+    );
+    for class in &report.per_class {
+        println!(
+            "  {:<24} {:>6.2} % of {}",
+            class.class,
+            100.0 * class.accuracy,
+            class.images
+        );
     }
 }
 

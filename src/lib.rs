@@ -6,6 +6,8 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod evaluate;
+pub mod finetune;
 pub mod fsutil;
 pub mod model;
 pub mod npy;

@@ -4,6 +4,7 @@ mod integration {
     mod cli;
     pub mod common;
     mod data;
+    mod finetune;
     mod onnx;
     mod parity;
     mod pretrain;

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod decoder;
 pub mod info;
+pub mod saved;
 pub mod swin;
 pub mod weights;
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::backend::Cpu;
 use crate::cli::ExportArgs;
 use crate::commands::load_model;
+use crate::model::saved::SavedModel;
 use crate::model::{Swin, SwinConfig};
 pub use card::ModelCard;
 pub use swin::Outputs;
@@ -87,6 +88,14 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         feature_map: args.feature_map,
     };
     let mut card = default_card(&config, outputs, classes);
+    // A model trained by eesmm carries its normalisation and class names in a sidecar.
+    if let Some(saved) = SavedModel::read_beside(&args.weights)? {
+        card.mean = saved.normalization.mean;
+        card.std = saved.normalization.std;
+        if args.head && saved.class_names.len() == classes {
+            card.class_names = saved.class_names;
+        }
+    }
     if let Some(path) = &args.labels {
         card.class_names = crate::data::read_class_names(path)?;
         ensure!(

@@ -3,19 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::mask::random_mask;
 use super::mix::warp;
@@ -23,10 +20,11 @@ use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainMode
 use super::stage::PretrainStage;
 use crate::data::loader::{epoch_order, host_batch, CropAugment, ImageFormat, Prefetcher};
 use crate::data::Dataset;
+use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::fit::{self, step_seed};
 use crate::train::optim::{CosineSchedule, GroupedAdamW};
-use crate::train::report::{image_grid, plot_losses, progress_bar, MetricsLog};
+use crate::train::report::{image_grid, plot_losses, MetricsLog};
 use crate::with_backend;
 
 /// Runs a pretraining stage, resuming from `resume` or else from the run's latest checkpoint.
@@ -34,14 +32,6 @@ pub fn run(stage: &PretrainStage, resume: Option<PathBuf>) -> Result<PathBuf> {
     with_backend!(stage.device()?, |B, device| train::<B>(
         stage, resume, &device
     ))
-}
-
-/// Seed of everything random at one (micro-)step: data order aside, this is the whole RNG state.
-fn step_seed(seed: u64, step: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (step as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
 /// A micro-batch on the host: images `[B, C, S, S]` and cell masks `[B, g, g]`.
@@ -168,11 +158,11 @@ fn train<B: AutodiffBackend>(
         normalization: dataset.normalization.for_channels(config.in_chans),
     };
     let (batch, accumulation) = (stage.train.batch_size, stage.train.accumulation);
-    let per_step_images = batch * objective.images_per_sample() * accumulation;
-    let steps_per_epoch = dataset.len() / per_step_images;
+    let images_per_step = batch * objective.images_per_sample() * accumulation;
+    let steps_per_epoch = dataset.len() / images_per_step;
     ensure!(
         steps_per_epoch > 0,
-        "data: {} images is less than one optimizer step ({per_step_images} images)",
+        "data: {} images is less than one optimizer step ({images_per_step} images)",
         dataset.len()
     );
     let total_steps = steps_per_epoch * stage.train.epochs;
@@ -184,27 +174,21 @@ fn train<B: AutodiffBackend>(
     );
 
     B::seed(device, stage.seed);
-    let mut model = PretrainModel::<B>::new(&config, &objective, device);
-    let mut start = 0;
-    let resume_from = resume.or_else(|| checkpoint::latest(&run_dir));
-    if let Some(path) = &resume_from {
-        let state;
-        (model, state) = checkpoint::load(path, model, device)?;
-        ensure!(
-            state.total_steps == total_steps,
-            "{}: made for {} steps, this configuration has {total_steps}",
-            path.display(),
-            state.total_steps
-        );
-        tracing::info!("resuming from {} (step {})", path.display(), state.step);
-        start = state.step;
-    }
-    let mut optimizer = GroupedAdamW::new(&stage.optimizer, &model);
-    if let Some(path) = &resume_from {
-        optimizer = checkpoint::load_optimizer(path, optimizer, device)?;
-    }
+    let model = PretrainModel::<B>::new(&config, &objective, device);
+    let fit::Start {
+        model,
+        mut optimizer,
+        step: start,
+        ..
+    } = fit::resume(
+        &run_dir,
+        resume,
+        total_steps,
+        model,
+        |m| GroupedAdamW::new(&stage.optimizer, m),
+        device,
+    )?;
     write_json(&run_dir.join("stage.json"), &serde_json::to_value(stage)?)?;
-    let metrics = MetricsLog::open(&run_dir, start)?;
 
     let grid = config.img_size / objective.mask_patch_size;
     let mut sampler = Sampler {
@@ -218,126 +202,96 @@ fn train<B: AutodiffBackend>(
         order: (0, Vec::new()),
     };
     let preview = sampler.prepare(0)?;
-    let mut batches = Prefetcher::new(
+    let batches = Prefetcher::new(
         start * accumulation..total_steps * accumulation,
         3,
         move |micro| sampler.prepare(micro),
     );
-
-    let bar = progress_bar(total_steps, start);
-    let started = Instant::now();
-    let mut last_checkpoint = checkpoint::latest(&run_dir);
-    for step in start..total_steps {
-        let step_started = Instant::now();
-        B::seed(device, step_seed(stage.seed, step));
-        let mut accumulator = GradientsAccumulator::<PretrainModel<B>>::new();
-        let mut terms: Vec<(&'static str, f64)> = Vec::new();
-        for _ in 0..accumulation {
-            let host = batches.next().context("the data loader stopped early")??;
-            let output =
-                objective.forward(&model, &config, host.into_device(&format, grid, device));
-            let loss = output.total.clone().into_scalar().elem::<f64>();
-            if !loss.is_finite() {
-                bar.abandon();
-                bail!(
-                    "the loss became {loss} at step {step}: stopping. The last good checkpoint is {} — \
-                     lower optimizer.base_lr or set optimizer.clip_grad, then re-run to resume from it",
-                    last_checkpoint.as_ref().map_or("none (no checkpoint yet)".into(), |p| p.display().to_string())
-                );
+    let plan = fit::Plan {
+        run_dir: &run_dir,
+        train: &stage.train,
+        seed: stage.seed,
+        steps_per_epoch,
+        images_per_step,
+        start,
+    };
+    let mut hooks = PretrainHooks {
+        run_dir: &run_dir,
+        config: &config,
+        objective: &objective,
+        preview,
+        format: &format,
+        device,
+    };
+    let model = fit::fit(
+        &plan,
+        model,
+        &mut optimizer,
+        &schedule,
+        batches,
+        |model, host: HostPairs| {
+            let output = objective.forward(model, &config, host.into_device(&format, grid, device));
+            fit::StepLoss {
+                total: output.total,
+                terms: output.terms,
             }
-            accumulate_terms(&mut terms, &output.terms, loss, accumulation);
-            let grads = output.total.div_scalar(accumulation as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-        }
-        let lr = schedule.at(step);
-        let stats;
-        (model, stats) = optimizer.step(lr, model, accumulator.grads());
-        let done = step + 1;
-        let images_per_s = per_step_images as f64 / step_started.elapsed().as_secs_f64();
-        bar.set_position(done as u64);
-        bar.set_prefix(format!(
-            "epoch {}/{}",
-            step / steps_per_epoch + 1,
-            stage.train.epochs
-        ));
-        bar.set_message(format!(
-            "{} lr {lr:.2e} {images_per_s:.0} img/s",
-            terms
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.4}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
-        if done % stage.train.log_every == 0 || done == total_steps {
-            let mut record = Map::new();
-            record.insert("step".into(), json!(done));
-            record.insert("epoch".into(), json!(done as f64 / steps_per_epoch as f64));
-            for (k, v) in &terms {
-                record.insert(k.to_string(), json!(v));
-            }
-            record.insert("lr".into(), json!(lr));
-            record.insert("grad_norm".into(), json!(stats.grad_norm));
-            record.insert("images_per_s".into(), json!(images_per_s));
-            record.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
-            metrics.append(&record)?;
-        }
-        let epoch_end = done % steps_per_epoch == 0;
-        if done % stage.train.checkpoint_every == 0 || epoch_end {
-            let state = TrainState {
-                step: done,
-                total_steps,
-            };
-            last_checkpoint = Some(checkpoint::save(
-                &run_dir,
-                &model,
-                &optimizer,
-                &state,
-                stage.train.keep_checkpoints,
-            )?);
-        }
-        if epoch_end {
-            let epoch = done / steps_per_epoch;
-            let keys: Vec<&str> = std::iter::once("loss")
-                .chain(terms.iter().map(|(k, _)| *k).filter(|k| *k != "loss"))
-                .collect();
-            plot_losses(
-                &run_dir.join("loss.png"),
-                &metrics.records()?,
-                &keys,
-                &format!("{:?} pretraining", objective.kind),
-            )?;
-            write_preview::<B>(
-                &run_dir.join(format!("recon_epoch{epoch:03}.png")),
-                &model,
-                &config,
-                &objective,
-                &preview,
-                &format,
-                device,
-            )?;
-        }
-    }
-    bar.finish();
+        },
+        &mut hooks,
+        device,
+    )?;
     save_encoder::<B>(&run_dir, &model, &config, &format)?;
     Ok(run_dir)
 }
 
-/// Running means over the micro-batches of a step: `loss` (the weighted total) and each term.
-fn accumulate_terms<B: Backend>(
-    terms: &mut Vec<(&'static str, f64)>,
-    new: &[(&'static str, Tensor<B, 1>)],
-    loss: f64,
-    n: usize,
-) {
-    let values = std::iter::once(("loss", loss)).chain(
-        new.iter()
-            .map(|(k, t)| (*k, t.clone().into_scalar().elem::<f64>())),
-    );
-    for (k, v) in values {
-        match terms.iter_mut().find(|(name, _)| *name == k) {
-            Some((_, sum)) => *sum += v / n as f64,
-            None => terms.push((k, v / n as f64)),
-        }
+/// At every epoch end: `loss.png` and `recon_epochNNN.png` of a fixed batch.
+struct PretrainHooks<'a, B: AutodiffBackend> {
+    run_dir: &'a Path,
+    config: &'a SwinConfig,
+    objective: &'a ObjectiveConfig,
+    preview: HostPairs,
+    format: &'a ImageFormat,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
+    fn end_of_epoch(
+        &mut self,
+        model: &PretrainModel<B>,
+        epoch: usize,
+        metrics: &MetricsLog,
+    ) -> Result<()> {
+        let records = metrics.records()?;
+        // The total and each loss term (every key that is not bookkeeping).
+        let bookkeeping = [
+            "step",
+            "epoch",
+            "lr",
+            "grad_norm",
+            "images_per_s",
+            "elapsed_s",
+        ];
+        let keys: Vec<&str> = records.first().map_or(vec!["loss"], |first| {
+            first
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !bookkeeping.contains(k))
+                .collect()
+        });
+        plot_losses(
+            &self.run_dir.join("loss.png"),
+            &records,
+            &keys,
+            &format!("{:?} pretraining", self.objective.kind),
+        )?;
+        write_preview::<B>(
+            &self.run_dir.join(format!("recon_epoch{epoch:03}.png")),
+            model,
+            self.config,
+            self.objective,
+            &self.preview,
+            self.format,
+            self.device,
+        )
     }
 }
 
@@ -436,38 +390,6 @@ fn save_encoder<B: AutodiffBackend>(
         run_dir.join("encoder"),
         &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
     )?;
-    let snapshots = encoder.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = snapshots
-        .into_iter()
-        .filter(|s| s.full_path() != "mask_token")
-        .map(|s| {
-            let data = s
-                .to_data()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                .convert::<f32>();
-            let shape = data.shape.to_vec();
-            Ok((s.full_path(), shape, data.as_bytes().to_vec()))
-        })
-        .collect::<Result<_>>()?;
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, shape, bytes)| {
-            Ok((
-                k.clone(),
-                safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    shape.clone(),
-                    bytes,
-                )?,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    crate::fsutil::write_atomic(
-        &run_dir.join("encoder.safetensors"),
-        &safetensors::serialize(views, None)?,
-    )?;
-    write_json(
-        &run_dir.join("encoder.json"),
-        &json!({ "model": config, "normalization": format.normalization, "eesmm_version": env!("CARGO_PKG_VERSION") }),
-    )
+    SavedModel::new(config.clone(), format.normalization.clone(), Vec::new())
+        .save(&encoder, &run_dir.join("encoder.safetensors"))
 }

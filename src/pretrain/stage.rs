@@ -59,6 +59,10 @@ impl PretrainStage {
         self.device()?;
         self.train.validate()?;
         ensure!(
+            self.optimizer.layer_decay.is_none(),
+            "optimizer.layer_decay: is for fine-tuning; pretraining trains every layer at one rate"
+        );
+        ensure!(
             self.optimizer.base_lr > 0.0,
             "optimizer.base_lr: must be positive"
         );

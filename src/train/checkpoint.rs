@@ -1,6 +1,7 @@
-//! Checkpoints: `run_dir/checkpoints/step_NNNNNNNN/` with the module, both optimizer groups and
-//! `state.json`. Each is written into a temporary folder and renamed into place, so a killed run
-//! never leaves a half-written checkpoint; only the last `keep` are kept.
+//! Checkpoints: `run_dir/checkpoints/step_NNNNNNNN/` with the module, the optimizer moments,
+//! `state.json` and any extra files of the stage (the EMA weights of fine-tuning). Each is
+//! written into a temporary folder and renamed into place, so a killed run never leaves a
+//! half-written checkpoint; only the last `keep` are kept.
 //!
 //! Nothing else needs saving to resume exactly: data order, masks, augmentations and drop-path
 //! draws are all seeded from `(seed, step)`, so the step counter is the whole training state.
@@ -53,6 +54,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>>(
     optimizer: &GroupedAdamW<B, M>,
     state: &TrainState,
     keep: usize,
+    extra: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     let final_path = dir.join(format!("step_{:08}", state.step));
@@ -62,6 +64,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>>(
     module.clone().save_file(tmp.join("model"), &recorder())?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
+    extra(&tmp)?;
     let _ = std::fs::remove_dir_all(&final_path);
     std::fs::rename(&tmp, &final_path)
         .with_context(|| format!("{}: cannot write", final_path.display()))?;
@@ -148,7 +151,7 @@ mod tests {
             step: 1,
             total_steps: 2,
         };
-        let path = save(&dir, &once, &optimizer, &state, 1).unwrap();
+        let path = save(&dir, &once, &optimizer, &state, 1, |_| Ok(())).unwrap();
         let straight = step(once, &mut optimizer);
 
         let (loaded, restored_state) =

@@ -2,5 +2,6 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod fit;
 pub mod optim;
 pub mod report;

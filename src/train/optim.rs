@@ -39,6 +39,10 @@ pub struct OptimizerConfig {
     /// Global gradient-norm limit; none when absent.
     #[serde(default)]
     pub clip_grad: Option<f64>,
+    /// Fine-tuning: layer-wise LR decay (BEiT/SimMIM): a parameter `k` layers below the head
+    /// gets `layer_decay^k` of the learning rate. Absent: every layer gets the full rate.
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
 }
 
 fn default_warmup_lr() -> f64 {
@@ -121,6 +125,8 @@ struct ParamInfo {
     path: String,
     rank: usize,
     weight_decay: f64,
+    /// Multiplies the scheduled learning rate (layer-wise decay when fine-tuning; else 1).
+    lr_scale: f64,
 }
 
 /// Adam moments of one parameter, flattened: `(step count, m, v)`.
@@ -198,6 +204,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
                     rank: s.shape.num_dims(),
                     path,
                     weight_decay,
+                    lr_scale: 1.0,
                 }
             })
             .collect();
@@ -209,6 +216,14 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
             clip_grad: config.clip_grad,
             module: PhantomData,
         }
+    }
+
+    /// Scales each parameter's learning rate by `scale(path)` (layer-wise LR decay).
+    pub fn with_lr_scales(mut self, scale: impl Fn(&str) -> f64) -> Self {
+        for param in &mut self.params {
+            param.lr_scale = scale(&param.path);
+        }
+        self
     }
 
     /// Clips the global gradient norm, updates the moments and applies one AdamW step.
@@ -255,6 +270,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
             };
             let m_hat = m.clone().div_scalar(1.0 - b1.powi(time as i32));
             let v_hat = v.clone().div_scalar(1.0 - b2.powi(time as i32));
+            let lr = lr * param.lr_scale;
             let delta = (m_hat / v_hat.sqrt().add_scalar(self.eps)).mul_scalar(lr);
             updates.insert(param.id, (1.0 - lr * param.weight_decay, delta));
             self.moments.insert(param.id, (time, m, v));
@@ -333,6 +349,7 @@ mod tests {
             betas: [0.9, 0.999],
             eps: 1e-8,
             clip_grad: None,
+            layer_decay: None,
         };
         let schedule = CosineSchedule::new(&config, 1024, 10, 110); // lr scaled ×2
         assert_eq!(schedule.warmup_steps, 10);

@@ -13,6 +13,11 @@ use crate::data::Normalization;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
+/// Makes the bundled DejaVu Sans plotters' "sans-serif" (no system fonts are needed).
+pub fn register_font() {
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+}
+
 pub fn progress_bar(total: usize, done: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -107,7 +112,7 @@ pub fn plot_losses(
         x_max = x_max.max(x);
         y_max = y_max.max(y);
     }
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    register_font();
     let mut buffer = vec![255u8; (W * H * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (W, H)).into_drawing_area();
@@ -145,7 +150,7 @@ pub fn plot_losses(
     save_rgb(path, W, H, buffer)
 }
 
-fn save_rgb(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()> {
+pub fn save_rgb(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()> {
     let image = image::RgbImage::from_raw(width, height, pixels).context("image buffer size")?;
     let mut bytes = Vec::new();
     image.write_to(

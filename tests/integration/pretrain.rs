@@ -163,7 +163,7 @@ fn bad_stage_files_fail_naming_file_line_and_field() {
     assert!(
         stderr.contains("bad.yaml")
             && stderr.contains("unknown field `mask_ratios`")
-            && stderr.contains("line 3"),
+            && stderr.contains("line 4"),
         "{stderr}"
     );
 

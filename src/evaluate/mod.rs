@@ -1,0 +1,10 @@
+//! Measuring models: classifier accuracy (`eval`), and pretrained encoders judged without
+//! fine-tuning (`linear_probe`, `knn`).
+
+pub mod features;
+pub mod metrics;
+pub mod probe;
+pub mod stage;
+
+pub use metrics::ClassificationReport;
+pub use stage::{EvalStage, ProbeStage};

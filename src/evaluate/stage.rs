@@ -1,0 +1,330 @@
+//! The `eval`, `linear_probe` and `knn` stages: their YAML schemas and what they run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::features::map_dataset;
+use super::metrics::ClassificationReport;
+use super::probe::{knn, linear_probe, FeatureSet, KnnConfig, LinearProbeConfig};
+use crate::commands::load_model;
+use crate::data::loader::ImageFormat;
+use crate::data::{DataConfig, Dataset};
+use crate::model::saved::SavedModel;
+use crate::model::{Swin, SwinConfig};
+use crate::train::config::{default_device, parse_device};
+use crate::with_backend;
+
+fn default_batch() -> usize {
+    128
+}
+
+/// Reads and validates a stage YAML of any of this module's kinds.
+pub fn load_stage<T: DeserializeOwned + Validate>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let stage: T = crate::yaml::from_str(&text).with_context(|| path.display().to_string())?;
+    stage
+        .validate()
+        .with_context(|| path.display().to_string())?;
+    Ok(stage)
+}
+
+pub trait Validate {
+    fn validate(&self) -> Result<()>;
+}
+
+fn check_exists(key: &str, path: &Path) -> Result<()> {
+    ensure!(path.exists(), "{key}: {} does not exist", path.display());
+    Ok(())
+}
+
+/// `eval`: top-1/top-5, per-class accuracy and the confusion matrix of a trained classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalStage {
+    /// Model preset; absent: the architecture in the weights' `.json` sidecar.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// A classifier: `classifier.safetensors` of a fine-tuning run, or any timm checkpoint
+    /// with a head.
+    pub weights: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Where `eval.json` and `confusion.png` go.
+    pub out_dir: PathBuf,
+    pub data: DataConfig,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+impl Validate for EvalStage {
+    fn validate(&self) -> Result<()> {
+        parse_device(&self.device)?;
+        check_exists("weights", &self.weights)?;
+        check_exists("data.root", &self.data.root)?;
+        if let Some(model) = &self.model {
+            SwinConfig::load(model).context("model")?;
+        }
+        ensure!(self.batch_size > 0, "batch_size: must be at least 1");
+        Ok(())
+    }
+}
+
+/// `linear_probe` and `knn`: a frozen encoder's pooled features, judged on labelled data.
+/// The two kinds share this schema; each reads its own section (`probe:` or `knn:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeStage {
+    /// Model preset; absent: the architecture in the weights' `.json` sidecar.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Encoder weights; absent: a randomly initialised encoder (the baseline) — then `model`
+    /// is required.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub train_data: DataConfig,
+    pub test_data: DataConfig,
+    /// Images per forward pass while extracting features.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// The linear probe's training (`linear_probe` stages).
+    #[serde(default)]
+    pub probe: Option<LinearProbeConfig>,
+    /// The k-NN vote (`knn` stages).
+    #[serde(default)]
+    pub knn: Option<KnnConfig>,
+}
+
+impl Validate for ProbeStage {
+    fn validate(&self) -> Result<()> {
+        parse_device(&self.device)?;
+        match (&self.weights, &self.model) {
+            (Some(weights), _) => check_exists("weights", weights)?,
+            (None, None) => anyhow::bail!("model: needed when there are no weights"),
+            (None, Some(_)) => {}
+        }
+        if let Some(model) = &self.model {
+            SwinConfig::load(model).context("model")?;
+        }
+        check_exists("train_data.root", &self.train_data.root)?;
+        check_exists("test_data.root", &self.test_data.root)?;
+        ensure!(self.batch_size > 0, "batch_size: must be at least 1");
+        if let Some(knn) = &self.knn {
+            ensure!(knn.k > 0, "knn.k: must be at least 1");
+            ensure!(knn.temperature > 0.0, "knn.temperature: must be positive");
+        }
+        if let Some(probe) = &self.probe {
+            ensure!(probe.epochs > 0, "probe.epochs: must be at least 1");
+            ensure!(probe.batch_size > 0, "probe.batch_size: must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The architecture to build: the preset if given, else the weights' sidecar.
+fn architecture(model: Option<&Path>, weights: Option<&Path>) -> Result<SwinConfig> {
+    if let Some(model) = model {
+        return SwinConfig::load(model).context("model");
+    }
+    let weights = weights.context("model: needed when there are no weights")?;
+    Ok(SavedModel::read_beside(weights)?
+        .with_context(|| {
+            format!(
+                "model: not given, and {} has no .json sidecar naming its architecture",
+                weights.display()
+            )
+        })?
+        .model)
+}
+
+/// How images enter the model: the sidecar's normalisation if the weights have one (what the
+/// model was trained with), else the dataset's.
+fn input_format(
+    config: &SwinConfig,
+    weights: Option<&Path>,
+    dataset: &Dataset,
+) -> Result<ImageFormat> {
+    let saved = match weights {
+        Some(w) => SavedModel::read_beside(w)?,
+        None => None,
+    };
+    let normalization = saved.map_or_else(|| dataset.normalization.clone(), |s| s.normalization);
+    Ok(ImageFormat {
+        size: config.img_size,
+        channels: config.in_chans,
+        normalization: normalization.for_channels(config.in_chans),
+    })
+}
+
+fn write_report(
+    out_dir: &Path,
+    name: &str,
+    report: &ClassificationReport,
+    title: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    crate::fsutil::write_atomic(
+        &out_dir.join(format!("{name}.json")),
+        &serde_json::to_vec_pretty(report)?,
+    )?;
+    report.plot_confusion(&out_dir.join(format!("{name}_confusion.png")), title)
+}
+
+impl EvalStage {
+    /// Writes `eval.json` and `eval_confusion.png`; returns the report.
+    pub fn run(&self) -> Result<ClassificationReport> {
+        with_backend!(parse_device(&self.device)?, |B, device| {
+            self.evaluate::<<B as AutodiffBackend>::InnerBackend>(&device)
+        })
+    }
+
+    fn evaluate<B: Backend>(&self, device: &B::Device) -> Result<ClassificationReport> {
+        let config = architecture(self.model.as_deref(), Some(&self.weights))?;
+        let (model, _) = load_model::<B>(config.clone(), &self.weights, true, device)?;
+        let dataset = Arc::new(self.data.load(config.img_size)?);
+        let format = input_format(&config, Some(&self.weights), &dataset)?;
+        let report = classify_dataset(&model, &dataset, &format, self.batch_size, device)?;
+        write_report(&self.out_dir, "eval", &report, "eval")?;
+        Ok(report)
+    }
+}
+
+/// Logits of every image of `dataset` and the report they give.
+pub fn classify_dataset<B: Backend>(
+    model: &Swin<B>,
+    dataset: &Arc<Dataset>,
+    format: &ImageFormat,
+    batch: usize,
+    device: &B::Device,
+) -> Result<ClassificationReport> {
+    let classes = model
+        .head
+        .as_ref()
+        .map(|h| h.fc.weight.dims()[1])
+        .context("the model has no classifier head")?;
+    ensure!(
+        classes == dataset.class_names.len(),
+        "the classifier has {classes} outputs but the data has {} classes",
+        dataset.class_names.len()
+    );
+    let (logits, _) = map_dataset(dataset, format, batch, device, "evaluating", |x| {
+        model.classify(model.forward(x)).expect("a head")
+    })?;
+    Ok(ClassificationReport::from_logits(
+        &logits,
+        &dataset.labels,
+        &dataset.class_names,
+    ))
+}
+
+impl ProbeStage {
+    /// The pooled features of both sets, cached next to the stage's output folder (in
+    /// `<out_dir>/../.features/`, keyed by the weights' content, the model and the data) so
+    /// that a probe and a k-NN of the same encoder extract them once.
+    fn features<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<(FeatureSet, FeatureSet, Vec<String>)> {
+        let config = architecture(self.model.as_deref(), self.weights.as_deref())?;
+        let encoder = match &self.weights {
+            Some(weights) => load_model::<B>(config.clone(), weights, false, device)?.0,
+            None => {
+                B::seed(device, self.seed);
+                let mut config = config.clone();
+                config.num_classes = 0;
+                config.init::<B>(device)
+            }
+        };
+        let weights_key = match &self.weights {
+            Some(w) => crate::onnx::sha256_file(w)?,
+            None => format!("random-{}", self.seed),
+        };
+        let mut sets = Vec::new();
+        let mut class_names = Vec::new();
+        for (what, data) in [("train", &self.train_data), ("test", &self.test_data)] {
+            let dataset = Arc::new(data.load(config.img_size)?);
+            let format = input_format(&config, self.weights.as_deref(), &dataset)?;
+            let key = format!(
+                "{weights_key}{}{}{:?}",
+                serde_json::to_string(&config)?,
+                serde_json::to_string(data)?,
+                format
+            );
+            let digest: String = Sha256::digest(key.as_bytes())[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let cache = self
+                .out_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(".features")
+                .join(format!("{digest}.npy"));
+            let rows = match crate::npy::read(&cache) {
+                Ok(array) if array.shape.first() == Some(&dataset.len()) => array,
+                _ => {
+                    let (rows, dim) = map_dataset(
+                        &dataset,
+                        &format,
+                        self.batch_size,
+                        device,
+                        &format!("{what} features"),
+                        |x| encoder.forward(x),
+                    )?;
+                    if let Some(dir) = cache.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    crate::npy::write(&cache, &[dataset.len(), dim], &rows)?;
+                    crate::npy::read(&cache)?
+                }
+            };
+            sets.push(FeatureSet {
+                dim: rows.shape[1],
+                rows: rows.data,
+                labels: dataset.labels.clone(),
+            });
+            class_names = dataset.class_names.clone();
+        }
+        let test = sets.pop().expect("two sets");
+        let train = sets.pop().expect("two sets");
+        Ok((train, test, class_names))
+    }
+}
+
+impl ProbeStage {
+    /// The linear probe: writes `linear_probe.json` and `linear_probe_confusion.png`.
+    pub fn run_linear_probe(&self) -> Result<ClassificationReport> {
+        let config = self.probe.clone().unwrap_or_default();
+        with_backend!(parse_device(&self.device)?, |B, device| {
+            let (train, test, names) =
+                self.features::<<B as AutodiffBackend>::InnerBackend>(&device)?;
+            let report = linear_probe::<B>(&train, &test, &names, &config, self.seed, &device)?;
+            write_report(&self.out_dir, "linear_probe", &report, "linear probe")?;
+            Ok(report)
+        })
+    }
+
+    /// The k-NN vote: writes `knn.json` and `knn_confusion.png`.
+    pub fn run_knn(&self) -> Result<ClassificationReport> {
+        let config = self.knn.clone().unwrap_or_default();
+        with_backend!(parse_device(&self.device)?, |B, device| {
+            type I<B> = <B as AutodiffBackend>::InnerBackend;
+            let (train, test, names) = self.features::<I<B>>(&device)?;
+            let report = knn::<I<B>>(&train, &test, &names, &config, &device);
+            write_report(&self.out_dir, "knn", &report, &format!("{}-NN", config.k))?;
+            Ok(report)
+        })
+    }
+}
