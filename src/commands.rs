@@ -35,6 +35,16 @@ pub fn run(command: Command) -> Result<()> {
         Command::Export(args) => crate::onnx::export(&args),
         Command::Verify(args) => crate::runtime::verify::run(&args),
         Command::Infer(args) => crate::runtime::infer::run(&args),
+        Command::Run(args) => {
+            let pipeline = crate::pipeline::Pipeline::load(&args.pipeline, &args.set)?;
+            let options = crate::pipeline::RunOptions {
+                from: args.from,
+                only: args.only,
+                force: args.force,
+                dry_run: args.dry_run,
+            };
+            crate::pipeline::run(&pipeline, &options)
+        }
     }
 }
 
