@@ -6,6 +6,7 @@ mod integration {
     mod data;
     mod onnx;
     mod parity;
+    mod pipeline;
     mod pretrain;
     mod runtime;
     mod weights;

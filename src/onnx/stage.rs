@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::ExportArgs;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Stage, StageResult};
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +62,7 @@ impl Stage for ExportStage {
         &self.out_dir
     }
 
-    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+    fn outputs(&self) -> Outputs {
         vec![("onnx", self.onnx_path())]
     }
 

@@ -26,4 +26,4 @@ pub mod tree;
 
 pub use resolve::{Pipeline, PlannedStage};
 pub use run::{run, RunOptions};
-pub use stage::{find_kind, kinds, Input, Kind, Stage, StageResult};
+pub use stage::{find_kind, kinds, Input, Kind, Outputs, Stage, StageResult};

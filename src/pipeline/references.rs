@@ -3,8 +3,8 @@
 //! cycle can exist.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use super::stage::Outputs;
 use super::tree::{join_key, Node, Origin, Value};
 
 /// What references can name while one stage is resolved.
@@ -13,7 +13,7 @@ pub struct Scope<'a> {
     /// Every stage name, in file order.
     pub names: &'a [String],
     /// Outputs of the stages before the current one (`None`: that stage has errors).
-    pub outputs: &'a [Option<Vec<(&'static str, PathBuf)>>],
+    pub outputs: &'a [Option<Outputs>],
 }
 
 /// A reference that cannot be substituted: where it is and why.
@@ -127,6 +127,8 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn check(text: &str) -> Result<String, String> {

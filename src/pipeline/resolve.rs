@@ -10,7 +10,7 @@ use super::defaults::merge_defaults;
 use super::diagnostics::Diagnostics;
 use super::overrides::{apply_env, Set};
 use super::references::{substitute, substitute_node, Scope};
-use super::stage::{find_kind, kinds, Stage};
+use super::stage::{find_kind, kinds, Outputs, Stage};
 use super::tree::{Entry, Node, Origin, Rendered, Value};
 
 /// A checked pipeline, ready to run.
@@ -133,7 +133,7 @@ impl<'a> Resolver<'a> {
     /// Resolves every stage, in order (a stage's references need the outputs of those before).
     fn resolve(mut self, file: &Path) -> Pipeline {
         let mut planned = Vec::new();
-        let mut outputs: Vec<Option<Vec<(&'static str, PathBuf)>>> = Vec::new();
+        let mut outputs: Vec<Option<Outputs>> = Vec::new();
         for index in 0..self.stages.len() {
             let (stage, known) = self.resolve_stage(index, &outputs);
             outputs.push(known);
@@ -151,8 +151,8 @@ impl<'a> Resolver<'a> {
     fn resolve_stage(
         &mut self,
         index: usize,
-        earlier: &[Option<Vec<(&'static str, PathBuf)>>],
-    ) -> (Option<PlannedStage>, Option<Vec<(&'static str, PathBuf)>>) {
+        earlier: &[Option<Outputs>],
+    ) -> (Option<PlannedStage>, Option<Outputs>) {
         let mut node = self.stages[index].clone();
         let name = self.names[index].clone();
         let at = (index, name.as_str());
@@ -207,11 +207,8 @@ impl<'a> Resolver<'a> {
         let mut missing = false;
         for input in resolved.stage.inputs() {
             match producer(&input.path, &self.names, earlier) {
-                Some(stage) => {
-                    if !upstream.contains(&stage) {
-                        upstream.push(stage);
-                    }
-                }
+                Some(stage) if !upstream.contains(&stage) => upstream.push(stage),
+                Some(_) => {}
                 None if !input.path.exists() => {
                     missing = true;
                     let origin = origin_of(&rendered, &input.key).unwrap_or(&stage_origin);
@@ -441,11 +438,7 @@ impl<'a> Resolver<'a> {
 }
 
 /// The earlier stage whose outputs include `path` (or a folder holding it).
-fn producer(
-    path: &Path,
-    names: &[String],
-    earlier: &[Option<Vec<(&'static str, PathBuf)>>],
-) -> Option<String> {
+fn producer(path: &Path, names: &[String], earlier: &[Option<Outputs>]) -> Option<String> {
     earlier.iter().enumerate().find_map(|(index, outputs)| {
         outputs
             .iter()

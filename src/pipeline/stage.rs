@@ -29,6 +29,9 @@ impl Input {
     }
 }
 
+/// Named files a stage writes (`("encoder", "runs/q/pretrain/encoder.safetensors")`).
+pub type Outputs = Vec<(&'static str, PathBuf)>;
+
 /// What a finished stage reports: its key metric (e.g. `("loss", 0.41)`) and the files it wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageResult {
@@ -44,7 +47,7 @@ pub trait Stage {
 
     /// Named files the stage will write, known before it runs; later stages refer to them as
     /// `${stage_name.output_name}`.
-    fn outputs(&self) -> Vec<(&'static str, PathBuf)>;
+    fn outputs(&self) -> Outputs;
 
     /// Files and folders the stage reads.
     fn inputs(&self) -> Vec<Input>;

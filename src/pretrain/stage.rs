@@ -9,7 +9,7 @@ use super::objective::ObjectiveConfig;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Stage, StageResult};
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_device, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
@@ -96,7 +96,7 @@ impl Stage for PretrainStage {
         &self.out_dir
     }
 
-    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+    fn outputs(&self) -> Outputs {
         vec![
             ("encoder", self.out_dir.join("encoder.safetensors")),
             ("dir", self.out_dir.clone()),

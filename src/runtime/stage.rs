@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{infer, preprocess, verify, OnnxModel};
 use crate::cli::VerifyArgs;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Stage, StageResult};
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 
 /// ONNX Runtime against burn on random inputs (and `images`); fails above `tol`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ impl Stage for VerifyStage {
         &self.out_dir
     }
 
-    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+    fn outputs(&self) -> Outputs {
         vec![("report", self.report_path())]
     }
 
@@ -136,7 +136,7 @@ impl Stage for InferStage {
         &self.out_dir
     }
 
-    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+    fn outputs(&self) -> Outputs {
         vec![("predictions", self.predictions_path())]
     }
 

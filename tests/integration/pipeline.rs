@@ -1,0 +1,338 @@
+//! `eesmm run` as a user runs it: the resolved plan, errors with their positions, and a real
+//! pretrain → export → verify pipeline that is skipped when up to date and re-run when changed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use super::common::*;
+
+/// The pipeline of the real run: a tiny pretraining, its export and the check of the export.
+/// `x-train` holds an anchor that a stage merges with `<<`.
+fn pipeline(dir: &Path) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: tiny\n\
+             run_dir: {run}\n\
+             vars:\n  fmnist: /usr/share/datasets/fashion-mnist\n\
+             defaults:\n  model: models/swin-micro-28.yaml\n  device: cpu\n  seed: 0\n\
+             x-train: &train\n  epochs: 1\n  batch_size: 16\n\
+             stages:\n\
+             \x20 - name: pretrain\n\
+             \x20   kind: pretrain\n\
+             \x20   data: {{dataset: fashion_mnist, root: \"${{vars.fmnist}}\", limit: 128}}\n\
+             \x20   objective: {{kind: eesmm, mask_patch_size: 4}}\n\
+             \x20   optimizer: {{base_lr: 4.0e-3, warmup_epochs: 0.25, clip_grad: 5.0}}\n\
+             \x20   train:\n\
+             \x20     <<: *train\n\
+             \x20     log_every: 1\n\
+             \x20 - name: export\n\
+             \x20   kind: export\n\
+             \x20   weights: ${{pretrain.encoder}}\n\
+             \x20 - name: verify\n\
+             \x20   kind: verify\n\
+             \x20   onnx: ${{export.onnx}}\n\
+             \x20   weights: ${{pretrain.encoder}}\n\
+             \x20   batch: 2\n\
+             \x20   iters: 1\n",
+            run = dir.join("run").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    eesmm(&all)
+}
+
+fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stage name → status, from `summary.json`.
+fn statuses(run_dir: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn expect(statuses: &[(String, String)], expected: &[(&str, &str)]) {
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(statuses, expected);
+}
+
+#[test]
+fn dry_run_prints_the_resolved_plan_and_writes_nothing() {
+    let dir = TempDir::new("pipeline-plan");
+    let file = pipeline(&dir.0);
+    let stdout = stdout_of(&run(&[
+        file.to_str().unwrap(),
+        "--dry-run",
+        "--set",
+        "pretrain.train.epochs=2",
+        "--set",
+        "export.head=false",
+    ]));
+    let run_dir = dir.0.join("run");
+    for expected in [
+        "stages[0] pretrain (pretrain): would run (no record of a finished run)",
+        "stages[1] export (export): would run (reads outputs of `pretrain`, which runs first)",
+        // The merged anchor, with --set over it.
+        "epochs: 2\n",
+        "batch_size: 16\n",
+        "log_every: 1\n",
+        // Defaults, vars and references substituted.
+        "model: models/swin-micro-28.yaml",
+        "root: /usr/share/datasets/fashion-mnist",
+        &format!(
+            "weights: {}",
+            run_dir.join("pretrain/encoder.safetensors").display()
+        ),
+        &format!("onnx: {}", run_dir.join("export/model.onnx").display()),
+        &format!("out_dir: {}", run_dir.join("verify").display()),
+    ] {
+        assert!(stdout.contains(expected), "`{expected}` not in\n{stdout}");
+    }
+    assert!(!run_dir.exists(), "a dry run writes nothing");
+}
+
+#[test]
+fn the_example_pipeline_resolves() {
+    let stdout = stdout_of(&run(&[
+        "pipelines/pretrain-export.yaml",
+        "--dry-run",
+        "--set",
+        "run_dir=/nonexistent/runs",
+    ]));
+    assert!(
+        stdout.contains("weights: /nonexistent/runs/pretrain/encoder.safetensors"),
+        "{stdout}"
+    );
+}
+
+/// Writes `stages` (YAML lines of the stage list) into a pipeline file and runs it: it must
+/// fail before running anything; returns stderr.
+fn errors(dir: &Path, stages: &str, sets: &[&str]) -> String {
+    let file = dir.join("bad.yaml");
+    let run_dir = dir.join("bad-run");
+    std::fs::write(
+        &file,
+        format!(
+            "name: bad\nrun_dir: {}\ndefaults:\n  model: models/swin-micro-28.yaml\nstages:\n{stages}",
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut args = vec![file.to_str().unwrap()];
+    args.extend_from_slice(sets);
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        !run_dir.exists(),
+        "nothing may be created before every check passed"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const PRETRAIN: &str = "  - name: pretrain\n    kind: pretrain\n    \
+     data: {dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: 128}\n    \
+     objective: {kind: eesmm, mask_patch_size: 4}\n    optimizer: {base_lr: 4.0e-3}\n    \
+     train: {epochs: 1, batch_size: 16}\n";
+
+#[test]
+fn errors_name_file_line_column_stage_and_key_and_nothing_runs() {
+    let dir = TempDir::new("pipeline-errors");
+    let file = dir.0.join("bad.yaml");
+    let at = |line_col: &str| format!("{}:{line_col}:", file.display());
+
+    // An unknown key, in a flow mapping on line 9.
+    let stderr = errors(
+        &dir.0,
+        &PRETRAIN.replace(
+            "mask_patch_size: 4}",
+            "mask_patch_size: 4, mask_ratios: 0.5}",
+        ),
+        &[],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[0] (pretrain) objective.mask_ratios: unknown field `mask_ratios`",
+            at("9:50")
+        )),
+        "{stderr}"
+    );
+
+    // A wrong type.
+    let stderr = errors(&dir.0, &PRETRAIN.replace("epochs: 1", "epochs: many"), &[]);
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[0] (pretrain) train.epochs: invalid u64, got \"many\"",
+            at("11:13")
+        )),
+        "{stderr}"
+    );
+
+    // A wrong type given by --set is reported at the argument.
+    let stderr = errors(&dir.0, PRETRAIN, &["--set", "pretrain.seed=abc"]);
+    assert!(
+        stderr
+            .contains("bad.yaml (--set pretrain.seed=abc): stages[0] (pretrain) seed: invalid u64"),
+        "{stderr}"
+    );
+
+    // References to a later stage and to an unknown one.
+    let stages = format!(
+        "  - name: export\n    kind: export\n    weights: ${{pretrain.encoder}}\n{PRETRAIN}\
+         \x20 - name: verify\n    kind: verify\n    onnx: ${{exporter.onnx}}\n    weights: x\n"
+    );
+    let stderr = errors(&dir.0, &stages, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[0] (export) weights: `${{pretrain.encoder}}`: `pretrain` is a later stage \
+             (stages[1]); a stage can only use outputs of stages before it (which also rules out \
+             reference cycles)",
+            at("8:14")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[2] (verify) onnx: `${{exporter.onnx}}`: no stage named `exporter`",
+            at("17:11")
+        )),
+        "{stderr}"
+    );
+
+    // A missing input file.
+    let stages = format!(
+        "{PRETRAIN}  - name: export\n    kind: export\n    weights: /nonexistent/w.safetensors\n"
+    );
+    let stderr = errors(&dir.0, &stages, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[1] (export) weights: /nonexistent/w.safetensors does not exist",
+            at("14:5")
+        )),
+        "{stderr}"
+    );
+
+    // A duplicate stage name; every error is reported, with a count.
+    let stages = format!(
+        "{PRETRAIN}{}  - name: export\n    kind: nope\n",
+        PRETRAIN.replace("epochs: 1", "epochs: x")
+    );
+    let stderr = errors(&dir.0, &stages, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[1].name: duplicate stage name `pretrain` (also stages[0])",
+            at("12:11")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} stages[2] (export) kind: unknown kind `nope`; expected one of pretrain, export",
+            at("19:11")
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 errors in") && stderr.contains("nothing was run"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_pipeline_runs_records_skips_and_reruns_what_changed() {
+    let dir = TempDir::new("pipeline-run");
+    let file = pipeline(&dir.0);
+    let file = file.to_str().unwrap();
+    let run_dir = dir.0.join("run");
+
+    let stdout = stdout_of(&run(&[file]));
+    assert!(stdout.contains("stage     kind"), "{stdout}");
+    expect(
+        &statuses(&run_dir),
+        &[("pretrain", "ran"), ("export", "ran"), ("verify", "ran")],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    for stage in summary["stages"].as_array().unwrap() {
+        for artifact in stage["artifacts"].as_array().unwrap() {
+            assert!(Path::new(artifact.as_str().unwrap()).exists(), "{artifact}");
+        }
+    }
+    assert_eq!(summary["stages"][0]["metric"]["name"], "loss");
+    assert_eq!(summary["stages"][2]["metric"]["name"], "max_abs");
+    assert!(run_dir.join("export/model.onnx").exists());
+    assert!(run_dir.join("summary.md").exists());
+    for stage in ["pretrain", "export", "verify"] {
+        assert!(run_dir.join(format!(".eesmm/{stage}.done.json")).exists());
+    }
+
+    stdout_of(&run(&[file]));
+    expect(
+        &statuses(&run_dir),
+        &[
+            ("pretrain", "skipped"),
+            ("export", "skipped"),
+            ("verify", "skipped"),
+        ],
+    );
+
+    // --only with --force runs that stage alone; the others stay up to date.
+    stdout_of(&run(&[file, "--only", "export", "--force"]));
+    expect(
+        &statuses(&run_dir),
+        &[
+            ("pretrain", "skipped"),
+            ("export", "ran"),
+            ("verify", "skipped"),
+        ],
+    );
+
+    // A new seed re-runs pretraining, and so everything that reads its encoder.
+    let stdout = stdout_of(&run(&[file, "--set", "pretrain.seed=1"]));
+    assert!(
+        stdout.contains("pretrain (pretrain): running (configuration changed)"),
+        "{stdout}"
+    );
+    expect(
+        &statuses(&run_dir),
+        &[("pretrain", "ran"), ("export", "ran"), ("verify", "ran")],
+    );
+
+    // Back to seed 0: the records now hold seed 1, so --from export needs pretrain first.
+    let output = run(&[file, "--from", "export"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(
+            "stage `pretrain` (before --from export) is not up to date: configuration changed"
+        ),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
