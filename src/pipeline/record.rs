@@ -216,4 +216,36 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_started_stage_is_not_done_and_resumes_only_with_the_same_fingerprint() {
+        let run_dir = std::env::temp_dir().join(format!("eesmm-started-{}", std::process::id()));
+        let fingerprint = |config: &str| Fingerprint {
+            config_sha256: config.into(),
+            inputs: BTreeMap::new(),
+        };
+        let done = Done {
+            stage: "pretrain".into(),
+            kind: "pretrain".into(),
+            fingerprint: fingerprint("a"),
+            metric: None,
+            artifacts: Vec::new(),
+            wall_s: 1.0,
+        };
+        write_done(&run_dir, &done).unwrap();
+        assert_eq!(read_done(&run_dir, "pretrain"), Some(done.clone()));
+
+        mark_started(&run_dir, "pretrain", &fingerprint("b")).unwrap();
+        assert_eq!(
+            read_done(&run_dir, "pretrain"),
+            None,
+            "interrupted is not done"
+        );
+        assert!(was_started_with(&run_dir, "pretrain", &fingerprint("b")));
+        assert!(!was_started_with(&run_dir, "pretrain", &fingerprint("c")));
+
+        write_done(&run_dir, &done).unwrap();
+        assert!(!was_started_with(&run_dir, "pretrain", &fingerprint("b")));
+        std::fs::remove_dir_all(&run_dir).unwrap();
+    }
 }

@@ -119,17 +119,23 @@ fn dry_run_prints_the_resolved_plan_and_writes_nothing() {
 }
 
 #[test]
-fn the_example_pipeline_resolves() {
-    let stdout = stdout_of(&run(&[
-        "pipelines/pretrain-export.yaml",
-        "--dry-run",
-        "--set",
-        "run_dir=/nonexistent/runs",
-    ]));
+fn the_example_pipeline_resolves_with_vars_from_the_environment() {
+    let output = eesmm_with_env(
+        &[
+            "run",
+            "pipelines/pretrain-export.yaml",
+            "--dry-run",
+            "--set",
+            "run_dir=/nonexistent/runs",
+        ],
+        &[("EESMM_FMNIST", "/usr/share/datasets")],
+    );
+    let stdout = stdout_of(&output);
     assert!(
         stdout.contains("weights: /nonexistent/runs/pretrain/encoder.safetensors"),
         "{stdout}"
     );
+    assert!(stdout.contains("root: /usr/share/datasets\n"), "{stdout}");
 }
 
 /// Writes `stages` (YAML lines of the stage list) into a pipeline file and runs it: it must
@@ -323,6 +329,29 @@ fn a_pipeline_runs_records_skips_and_reruns_what_changed() {
     expect(
         &statuses(&run_dir),
         &[("pretrain", "ran"), ("export", "ran"), ("verify", "ran")],
+    );
+
+    // A failing stage is marked in the summary, which is written anyway, and the exit is 1.
+    let output = run(&[file, "--set", "pretrain.seed=1", "--set", "verify.tol=0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("stage `verify` failed: ONNX Runtime and burn differ"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    expect(
+        &statuses(&run_dir),
+        &[
+            ("pretrain", "skipped"),
+            ("export", "skipped"),
+            ("verify", "failed"),
+        ],
+    );
+    let markdown = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(
+        markdown.contains("| verify | verify | failed |"),
+        "{markdown}"
     );
 
     // Back to seed 0: the records now hold seed 1, so --from export needs pretrain first.
