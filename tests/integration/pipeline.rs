@@ -2,7 +2,8 @@
 //! pretrain → export → verify pipeline that is skipped when up to date and re-run when changed.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::common::*;
 
@@ -361,6 +362,58 @@ fn a_pipeline_runs_records_skips_and_reruns_what_changed() {
         String::from_utf8_lossy(&output.stderr).contains(
             "stage `pretrain` (before --from export) is not up to date: configuration changed"
         ),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A pipeline killed during pretraining resumes from the stage's checkpoints when run again
+/// unchanged, and starts afresh when its configuration changed meanwhile.
+#[test]
+fn an_interrupted_stage_resumes_only_when_unchanged() {
+    let dir = TempDir::new("pipeline-resume");
+    let file = pipeline(&dir.0);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("limit: 128", "limit: 384")
+        .replace("log_every: 1", "log_every: 1\n      checkpoint_every: 3");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    let run_dir = dir.0.join("run");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["run", file, "--only", "pretrain"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = run_dir.join("pretrain/checkpoints/step_00000003/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run_dir.join(".eesmm/pretrain.done.json").exists());
+
+    let output = run(&[file, "--only", "pretrain"]);
+    let stdout = stdout_of(&output);
+    assert!(stdout.contains("resuming"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("resuming from"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // With another seed, the finished run's checkpoints are stale: resuming from them would
+    // train no step at all.
+    let output = run(&[file, "--only", "pretrain", "--set", "pretrain.seed=2"]);
+    let stdout = stdout_of(&output);
+    assert!(!stdout.contains("resuming"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("removing stale checkpoints"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
