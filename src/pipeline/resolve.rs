@@ -121,6 +121,12 @@ impl<'a> Resolver<'a> {
         };
         resolver.read_vars(root);
         resolver.name = resolver.string(root, "name").unwrap_or_default();
+        if root.get("name").is_none() {
+            let message = "missing: the pipeline's name";
+            resolver
+                .diagnostics
+                .push(&root.origin, None, "name", message);
+        }
         resolver.run_dir = match resolver.string(root, "run_dir") {
             Some(dir) => PathBuf::from(dir),
             None => Path::new("runs").join(&resolver.name),
@@ -242,15 +248,9 @@ impl<'a> Resolver<'a> {
         (stage, Some(outputs))
     }
 
-    /// A required string at the top level, with `${vars.*}` substituted.
+    /// A string at the top level, with `${vars.*}` substituted (`None` if absent or wrong).
     fn string(&mut self, root: &Node, key: &str) -> Option<String> {
-        let Some(node) = root.get(key) else {
-            if key == "name" {
-                self.diagnostics
-                    .push(&root.origin, None, key, "missing: the pipeline's name");
-            }
-            return None;
-        };
+        let node = root.get(key)?;
         let Some(text) = node.as_str() else {
             self.diagnostics.push(
                 &node.origin,

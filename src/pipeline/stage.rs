@@ -94,6 +94,8 @@ pub struct Resolved {
 }
 
 impl Kind {
+    /// The kind `name` with configuration struct `T`. `T`'s top-level keys are read from its
+    /// `Deserialize` derive, so `T` must be a plain struct (no `#[serde(flatten)]` at its top).
     pub fn of<T: Stage + Serialize + DeserializeOwned + 'static>(name: &'static str) -> Self {
         Self {
             name,
