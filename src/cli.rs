@@ -79,6 +79,30 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Classify images (or embed them, --features) with an exported model in ONNX Runtime.
     Infer(InferArgs),
+    /// Run a pipeline: the stages of one YAML file in order, each skipped while its
+    /// configuration and inputs are unchanged since it last finished.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline YAML (name, run_dir, vars, defaults, stages).
+    pub pipeline: PathBuf,
+    /// Override a value: STAGE.KEY.SUB=VALUE, vars.NAME=VALUE or defaults.KEY=VALUE (YAML value).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Run from this stage on; the stages before it must be up to date.
+    #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+    pub from: Option<String>,
+    /// Run only this stage.
+    #[arg(long, value_name = "STAGE")]
+    pub only: Option<String>,
+    /// Run the selected stages even when they are up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Check the pipeline and print the resolved plan; run and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,10 +7,11 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::cli::{Command, FeaturesArgs};
-use crate::evaluate::stage::load_stage;
-use crate::evaluate::{ClassificationReport, EvalStage, ProbeStage};
+use crate::evaluate::stage::{EvalStage, KnnStage, LinearProbeStage};
+use crate::evaluate::ClassificationReport;
 use crate::model::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
 use crate::model::{info, Swin, SwinConfig};
+use crate::pipeline::read_stage_file;
 use crate::{bench, npy, with_backend};
 
 pub fn run(command: Command) -> Result<()> {
@@ -29,7 +30,7 @@ pub fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Finetune { config, resume } => {
-            let stage = crate::finetune::FinetuneStage::load(&config)?;
+            let stage: crate::finetune::FinetuneStage = read_stage_file(&config)?;
             if let Some(report) = crate::finetune::run::run(&stage, resume)? {
                 println!(
                     "held-out top-1 {:.2} %, top-5 {:.2} %",
@@ -44,18 +45,18 @@ pub fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Eval { config } => {
-            let stage: EvalStage = load_stage(&config)?;
-            print_report("eval", &stage.run()?);
+            let stage: EvalStage = read_stage_file(&config)?;
+            print_report("eval", &stage.evaluate_here()?);
             Ok(())
         }
         Command::LinearProbe { config } => {
-            let stage: ProbeStage = load_stage(&config)?;
-            print_report("linear probe", &stage.run_linear_probe()?);
+            let stage: LinearProbeStage = read_stage_file(&config)?;
+            print_report("linear probe", &stage.0.run_linear_probe()?);
             Ok(())
         }
         Command::Knn { config } => {
-            let stage: ProbeStage = load_stage(&config)?;
-            print_report("k-NN", &stage.run_knn()?);
+            let stage: KnnStage = read_stage_file(&config)?;
+            print_report("k-NN", &stage.0.run_knn()?);
             Ok(())
         }
         Command::Diff {
@@ -67,6 +68,16 @@ pub fn run(command: Command) -> Result<()> {
         Command::Export(args) => crate::onnx::export(&args),
         Command::Verify(args) => crate::runtime::verify::run(&args),
         Command::Infer(args) => crate::runtime::infer::run(&args),
+        Command::Run(args) => {
+            let pipeline = crate::pipeline::Pipeline::load(&args.pipeline, &args.set)?;
+            let options = crate::pipeline::RunOptions {
+                from: args.from,
+                only: args.only,
+                force: args.force,
+                dry_run: args.dry_run,
+            };
+            crate::pipeline::run(&pipeline, &options)
+        }
     }
 }
 

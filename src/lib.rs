@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod model;
 pub mod npy;
 pub mod onnx;
+pub mod pipeline;
 pub mod pretrain;
 pub mod runtime;
 pub mod train;

@@ -7,6 +7,7 @@ mod integration {
     mod finetune;
     mod onnx;
     mod parity;
+    mod pipeline;
     mod pretrain;
     mod runtime;
     mod weights;

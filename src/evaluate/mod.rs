@@ -7,4 +7,4 @@ pub mod probe;
 pub mod stage;
 
 pub use metrics::ClassificationReport;
-pub use stage::{EvalStage, ProbeStage};
+pub use stage::{EvalStage, KnnStage, LinearProbeStage, ProbeStage};

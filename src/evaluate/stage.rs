@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::features::map_dataset;
@@ -17,31 +17,12 @@ use crate::data::loader::ImageFormat;
 use crate::data::{DataConfig, Dataset};
 use crate::model::saved::SavedModel;
 use crate::model::{Swin, SwinConfig};
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_device};
 use crate::with_backend;
 
 fn default_batch() -> usize {
     128
-}
-
-/// Reads and validates a stage YAML of any of this module's kinds.
-pub fn load_stage<T: DeserializeOwned + Validate>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let stage: T = crate::yaml::from_str(&text).with_context(|| path.display().to_string())?;
-    stage
-        .validate()
-        .with_context(|| path.display().to_string())?;
-    Ok(stage)
-}
-
-pub trait Validate {
-    fn validate(&self) -> Result<()>;
-}
-
-fn check_exists(key: &str, path: &Path) -> Result<()> {
-    ensure!(path.exists(), "{key}: {} does not exist", path.display());
-    Ok(())
 }
 
 /// `eval`: top-1/top-5, per-class accuracy and the confusion matrix of a trained classifier.
@@ -63,11 +44,37 @@ pub struct EvalStage {
     pub batch_size: usize,
 }
 
-impl Validate for EvalStage {
+impl Stage for EvalStage {
+    fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![("report", self.out_dir.join("eval.json"))]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = vec![
+            Input::new("weights", &self.weights),
+            Input::new("data.root", &self.data.root),
+        ];
+        inputs.extend(self.model.iter().map(|m| Input::new("model", m)));
+        inputs
+    }
+
+    fn run(&self, _resume: bool) -> Result<StageResult> {
+        let report = self.evaluate_here()?;
+        Ok(StageResult {
+            metric: Some(("top1".into(), report.top1)),
+            artifacts: vec![
+                self.out_dir.join("eval.json"),
+                self.out_dir.join("eval_confusion.png"),
+            ],
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         parse_device(&self.device)?;
-        check_exists("weights", &self.weights)?;
-        check_exists("data.root", &self.data.root)?;
         if let Some(model) = &self.model {
             SwinConfig::load(model).context("model")?;
         }
@@ -106,19 +113,26 @@ pub struct ProbeStage {
     pub knn: Option<KnnConfig>,
 }
 
-impl Validate for ProbeStage {
+impl ProbeStage {
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = vec![
+            Input::new("train_data.root", &self.train_data.root),
+            Input::new("test_data.root", &self.test_data.root),
+        ];
+        inputs.extend(self.weights.iter().map(|w| Input::new("weights", w)));
+        inputs.extend(self.model.iter().map(|m| Input::new("model", m)));
+        inputs
+    }
+
     fn validate(&self) -> Result<()> {
         parse_device(&self.device)?;
-        match (&self.weights, &self.model) {
-            (Some(weights), _) => check_exists("weights", weights)?,
-            (None, None) => anyhow::bail!("model: needed when there are no weights"),
-            (None, Some(_)) => {}
-        }
+        ensure!(
+            self.weights.is_some() || self.model.is_some(),
+            "model: needed when there are no weights"
+        );
         if let Some(model) = &self.model {
             SwinConfig::load(model).context("model")?;
         }
-        check_exists("train_data.root", &self.train_data.root)?;
-        check_exists("test_data.root", &self.test_data.root)?;
         ensure!(self.batch_size > 0, "batch_size: must be at least 1");
         if let Some(knn) = &self.knn {
             ensure!(knn.k > 0, "knn.k: must be at least 1");
@@ -184,7 +198,7 @@ fn write_report(
 
 impl EvalStage {
     /// Writes `eval.json` and `eval_confusion.png`; returns the report.
-    pub fn run(&self) -> Result<ClassificationReport> {
+    pub fn evaluate_here(&self) -> Result<ClassificationReport> {
         with_backend!(parse_device(&self.device)?, |B, device| {
             self.evaluate::<<B as AutodiffBackend>::InnerBackend>(&device)
         })
@@ -325,6 +339,82 @@ impl ProbeStage {
             let report = knn::<I<B>>(&train, &test, &names, &config, &device);
             write_report(&self.out_dir, "knn", &report, &format!("{}-NN", config.k))?;
             Ok(report)
+        })
+    }
+}
+
+/// `kind: linear_probe` — a [`ProbeStage`] that runs its `probe:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LinearProbeStage(pub ProbeStage);
+
+/// `kind: knn` — a [`ProbeStage`] that runs its `knn:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KnnStage(pub ProbeStage);
+
+impl Stage for LinearProbeStage {
+    fn out_dir(&self) -> &Path {
+        &self.0.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![("report", self.0.out_dir.join("linear_probe.json"))]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        self.0.inputs()
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.0.knn.is_none(),
+            "knn: belongs to a `knn` stage, not a linear probe"
+        );
+        self.0.validate()
+    }
+
+    fn run(&self, _resume: bool) -> Result<StageResult> {
+        let report = self.0.run_linear_probe()?;
+        Ok(StageResult {
+            metric: Some(("top1".into(), report.top1)),
+            artifacts: vec![
+                self.0.out_dir.join("linear_probe.json"),
+                self.0.out_dir.join("linear_probe_confusion.png"),
+            ],
+        })
+    }
+}
+
+impl Stage for KnnStage {
+    fn out_dir(&self) -> &Path {
+        &self.0.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![("report", self.0.out_dir.join("knn.json"))]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        self.0.inputs()
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.0.probe.is_none(),
+            "probe: belongs to a `linear_probe` stage, not a k-NN"
+        );
+        self.0.validate()
+    }
+
+    fn run(&self, _resume: bool) -> Result<StageResult> {
+        let report = self.0.run_knn()?;
+        Ok(StageResult {
+            metric: Some(("top1".into(), report.top1)),
+            artifacts: vec![
+                self.0.out_dir.join("knn.json"),
+                self.0.out_dir.join("knn_confusion.png"),
+            ],
         })
     }
 }

@@ -9,6 +9,7 @@ use super::augment::FinetuneAugment;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_device, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
@@ -48,17 +49,6 @@ pub struct FinetuneStage {
 }
 
 impl FinetuneStage {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let stage: Self =
-            crate::yaml::from_str(&text).with_context(|| path.display().to_string())?;
-        stage
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(stage)
-    }
-
     /// The preset with the stage's drop-path rate and `classes` outputs.
     pub fn model_config(&self, classes: usize) -> Result<SwinConfig> {
         let mut config = SwinConfig::load(&self.model).context("model")?;
@@ -73,7 +63,8 @@ impl FinetuneStage {
         parse_device(&self.device)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// The settings, without looking for files (in a pipeline an earlier stage may write them).
+    pub fn validate_settings(&self) -> Result<()> {
         self.model_config(1)?;
         self.device()?;
         self.train.validate()?;
@@ -99,25 +90,59 @@ impl FinetuneStage {
         ] {
             ensure!((0.0..=1.0).contains(&p), "{key}: {p} is not in [0, 1]");
         }
-        ensure!(
-            a.mixup >= 0.0 && a.cutmix >= 0.0,
-            "augment.mixup / augment.cutmix: Beta parameters cannot be negative"
-        );
-        if let Some(init) = &self.init {
-            ensure!(init.exists(), "init: {} does not exist", init.display());
-        }
-        for (key, data) in [
-            ("data", Some(&self.data)),
-            ("eval_data", self.eval_data.as_ref()),
-        ] {
-            if let Some(data) = data {
-                ensure!(
-                    data.root.exists(),
-                    "{key}.root: {} does not exist",
-                    data.root.display()
-                );
-            }
+        for (key, alpha) in [("augment.mixup", a.mixup), ("augment.cutmix", a.cutmix)] {
+            ensure!(alpha >= 0.0, "{key}: {alpha} is negative (0 turns it off)");
         }
         Ok(())
+    }
+}
+
+impl Stage for FinetuneStage {
+    fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![
+            ("classifier", self.out_dir.join("classifier.safetensors")),
+            ("eval", self.out_dir.join("eval.json")),
+            ("dir", self.out_dir.clone()),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = vec![
+            Input::new("model", &self.model),
+            Input::new("data.root", &self.data.root),
+        ];
+        if let Some(init) = &self.init {
+            inputs.push(Input::new("init", init));
+        }
+        if let Some(eval) = &self.eval_data {
+            inputs.push(Input::new("eval_data.root", &eval.root));
+        }
+        inputs
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.validate_settings()
+    }
+
+    fn run(&self, resume: bool) -> Result<StageResult> {
+        crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
+        let report = super::run::run(self, None)?;
+        let mut artifacts = vec![
+            self.out_dir.join("classifier.safetensors"),
+            self.out_dir.join("classifier.json"),
+            self.out_dir.join("loss.png"),
+        ];
+        if report.is_some() {
+            artifacts.push(self.out_dir.join("eval.json"));
+            artifacts.push(self.out_dir.join("eval_confusion.png"));
+        }
+        Ok(StageResult {
+            metric: report.map(|r| ("top1".to_string(), r.top1)),
+            artifacts,
+        })
     }
 }

@@ -6,6 +6,7 @@ pub mod card;
 pub mod graph;
 #[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
 pub mod proto;
+pub mod stage;
 pub mod swin;
 
 use std::path::Path;

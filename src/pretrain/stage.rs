@@ -9,10 +9,11 @@ use super::objective::ObjectiveConfig;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_device, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
-/// A pretraining stage, as `eesmm pretrain --config` reads it (and `eesmm run` will).
+/// A pretraining stage, as `eesmm pretrain --config` and `eesmm run` read it.
 /// Paths are relative to the working directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +54,19 @@ impl PretrainStage {
         parse_device(&self.device)
     }
 
+    /// Everything [`Self::validate_settings`] checks, and that the data folder exists.
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        ensure!(
+            self.data.root.exists(),
+            "data.root: {} does not exist",
+            self.data.root.display()
+        );
+        Ok(())
+    }
+
+    /// The settings, without looking for the data (in a pipeline an earlier stage may write it).
+    pub fn validate_settings(&self) -> Result<()> {
         let model = self.model_config()?;
         self.objective.validate(&model)?;
         self.device()?;
@@ -66,11 +79,55 @@ impl PretrainStage {
             self.optimizer.base_lr > 0.0,
             "optimizer.base_lr: must be positive"
         );
-        ensure!(
-            self.data.root.exists(),
-            "data.root: {} does not exist",
-            self.data.root.display()
-        );
         Ok(())
+    }
+
+    /// The final loss, from the last line of `metrics.jsonl`.
+    fn final_loss(&self) -> Result<f64> {
+        let path = self.out_dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let last = text.lines().last().context("metrics.jsonl is empty")?;
+        let record: serde_json::Value = serde_json::from_str(last)?;
+        record["loss"]
+            .as_f64()
+            .with_context(|| format!("{}: no `loss` in the last line", path.display()))
+    }
+}
+
+impl Stage for PretrainStage {
+    fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![
+            ("encoder", self.out_dir.join("encoder.safetensors")),
+            ("dir", self.out_dir.clone()),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        vec![
+            Input::new("model", &self.model),
+            Input::new("data.root", &self.data.root),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.validate_settings()
+    }
+
+    fn run(&self, resume: bool) -> Result<StageResult> {
+        crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
+        super::run::run(self, None)?;
+        Ok(StageResult {
+            metric: Some(("loss".into(), self.final_loss()?)),
+            artifacts: vec![
+                self.out_dir.join("encoder.safetensors"),
+                self.out_dir.join("metrics.jsonl"),
+                self.out_dir.join("loss.png"),
+            ],
+        })
     }
 }

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{preprocess, OnnxModel};
+use super::{preprocess, OnnxModel, Output};
 use crate::cli::InferArgs;
 
 #[derive(Debug, Serialize)]
@@ -38,6 +38,22 @@ pub fn top_k(logits: &[f32], k: usize, names: &[String]) -> Vec<Prediction> {
         .collect()
 }
 
+/// Every output of the model on one image file.
+pub fn run_file(model: &mut OnnxModel, file: &Path) -> Result<Vec<Output>> {
+    let image = preprocess::load(file, &model.card)?;
+    model.run(&image, 1)
+}
+
+/// The `k` most probable classes of one image file.
+pub fn classify(model: &mut OnnxModel, file: &Path, k: usize) -> Result<Vec<Prediction>> {
+    let outputs = run_file(model, file)?;
+    let logits = outputs
+        .iter()
+        .find(|o| o.name == "logits")
+        .context("the model has no `logits` output (exported without a head)")?;
+    Ok(top_k(&logits.data, k, &model.card.class_names))
+}
+
 pub fn run(args: &InferArgs) -> Result<()> {
     let mut model = OnnxModel::load(&args.model)?;
     if args.features.is_none() && !model.has_output("logits") {
@@ -52,8 +68,17 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let mut width = 0;
     let mut rows = 0;
     for file in &files {
-        let result = preprocess::load(file, &model.card).and_then(|image| model.run(&image, 1));
-        let outputs = match result {
+        if args.features.is_none() {
+            match classify(&mut model, file, args.topk) {
+                Ok(topk) => print_predictions(file, &topk, args.json),
+                Err(error) => {
+                    failed += 1;
+                    report_failure(file, &format!("{error:#}"), args.json);
+                }
+            }
+            continue;
+        }
+        let outputs = match run_file(&mut model, file) {
             Ok(outputs) => outputs,
             Err(error) => {
                 failed += 1;
@@ -61,34 +86,19 @@ pub fn run(args: &InferArgs) -> Result<()> {
                 continue;
             }
         };
-        let output = |name: &str| {
-            outputs
-                .iter()
-                .find(|o| o.name == name)
-                .expect("the model card lists this output")
-        };
-        if args.features.is_some() {
-            let pooled = output("pooled");
-            width = pooled.data.len();
-            embeddings.extend_from_slice(&pooled.data);
-            if args.json {
-                let line = serde_json::json!({ "file": file, "row": rows });
-                println!("{line}");
-            } else {
-                println!("{}: row {rows}", file.display());
-            }
-            rows += 1;
-            continue;
-        }
-        let topk = top_k(&output("logits").data, args.topk, &model.card.class_names);
+        let pooled = outputs
+            .iter()
+            .find(|o| o.name == "pooled")
+            .expect("every export has `pooled`");
+        width = pooled.data.len();
+        embeddings.extend_from_slice(&pooled.data);
         if args.json {
-            println!("{}", serde_json::json!({ "file": file, "topk": topk }));
+            let line = serde_json::json!({ "file": file, "row": rows });
+            println!("{line}");
         } else {
-            println!("{}", file.display());
-            for p in &topk {
-                println!("  {:>7.4}  {} ({})", p.prob, p.label, p.index);
-            }
+            println!("{}: row {rows}", file.display());
         }
+        rows += 1;
     }
     if let Some(path) = &args.features {
         crate::npy::write(path, &[rows, width], &embeddings)?;
@@ -100,6 +110,17 @@ pub fn run(args: &InferArgs) -> Result<()> {
         bail!("{failed} of {} images could not be read", files.len());
     }
     Ok(())
+}
+
+fn print_predictions(file: &Path, topk: &[Prediction], json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "file": file, "topk": topk }));
+    } else {
+        println!("{}", file.display());
+        for p in topk {
+            println!("  {:>7.4}  {} ({})", p.prob, p.label, p.index);
+        }
+    }
 }
 
 fn report_failure(file: &Path, error: &str, json: bool) {

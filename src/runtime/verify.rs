@@ -54,6 +54,16 @@ pub struct Report {
     pub passed: bool,
 }
 
+impl Report {
+    /// The largest absolute difference over every output and input set.
+    pub fn worst(&self) -> f32 {
+        self.comparisons
+            .iter()
+            .map(|c| c.max_abs)
+            .fold(0.0f32, f32::max)
+    }
+}
+
 /// Compares every ORT output with burn's output of the same name.
 pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comparison>> {
     ort.iter()
@@ -81,7 +91,31 @@ pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comp
         .collect()
 }
 
+/// Prints the comparison of `eesmm verify`; fails above the tolerance.
 pub fn run(args: &VerifyArgs) -> Result<()> {
+    let report = check(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    ensure_passed(&report)
+}
+
+/// An error when ONNX Runtime and burn differ by more than the tolerance.
+pub fn ensure_passed(report: &Report) -> Result<()> {
+    if !report.passed {
+        bail!(
+            "ONNX Runtime and burn differ by {:.3e}, above the tolerance {:.1e}",
+            report.worst(),
+            report.tolerance
+        );
+    }
+    Ok(())
+}
+
+/// Runs the exported model and the burn model on the same inputs and compares every output.
+pub fn check(args: &VerifyArgs) -> Result<Report> {
     let mut onnx = OnnxModel::load(&args.onnx)?;
     let config = match &args.model {
         Some(path) => SwinConfig::load(path)?,
@@ -125,33 +159,16 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         .map(|batch| latency(&mut onnx, &model, &config, batch, 1, args.iters))
         .collect::<Result<Vec<_>>>()?;
     let passed = comparisons.iter().all(|c| c.max_abs <= args.tol);
-    let report = Report {
+    Ok(Report {
         onnx: args.onnx.display().to_string(),
         tolerance: args.tol,
         comparisons,
         latency,
         passed,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
-    if !passed {
-        let worst = report
-            .comparisons
-            .iter()
-            .map(|c| c.max_abs)
-            .fold(0.0f32, f32::max);
-        bail!(
-            "ONNX Runtime and burn differ by {worst:.3e}, above the tolerance {:.1e}",
-            args.tol
-        );
-    }
-    Ok(())
+    })
 }
 
-fn print_report(report: &Report) {
+pub fn print_report(report: &Report) {
     println!("{}: ONNX Runtime vs burn", report.onnx);
     println!(
         "{:<24} {:<9} {:>11} {:>11}",

@@ -28,6 +28,18 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
+/// For a pipeline stage that is not resuming: checkpoints in its run directory were made with
+/// another configuration, and training would wrongly continue from them, so they go.
+pub fn discard_unless_resuming(run_dir: &Path, resume: bool) -> Result<()> {
+    let dir = checkpoints_dir(run_dir);
+    if !resume && dir.exists() {
+        tracing::info!("removing stale checkpoints in {}", dir.display());
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("{}: cannot remove", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// The newest complete checkpoint of a run, if any.
 pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(checkpoints_dir(run_dir))

@@ -1,0 +1,105 @@
+//! The `export` stage of a pipeline: `eesmm export` with its arguments as YAML keys.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ExportArgs;
+use crate::model::SwinConfig;
+use crate::pipeline::{Input, Outputs, Stage, StageResult};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportStage {
+    /// Model preset (YAML).
+    pub model: PathBuf,
+    /// Weights: an eesmm encoder or checkpoint, timm safetensors or PyTorch .pth/.pt.
+    pub weights: PathBuf,
+    pub out_dir: PathBuf,
+    /// The .onnx file to write (default `<out_dir>/model.onnx`).
+    #[serde(default)]
+    pub out: Option<PathBuf>,
+    /// Export the classifier (adds the `logits` output; the weights must have a head).
+    #[serde(default)]
+    pub head: bool,
+    /// Also output the final feature map `features` (NHWC).
+    #[serde(default)]
+    pub feature_map: bool,
+    /// Class names for the model card, one per line.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// Normalisation mean and std per channel for the model card (default ImageNet's).
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+impl ExportStage {
+    pub fn onnx_path(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join("model.onnx"))
+    }
+
+    fn args(&self) -> ExportArgs {
+        ExportArgs {
+            model: self.model.clone(),
+            weights: self.weights.clone(),
+            out: self.onnx_path(),
+            head: self.head,
+            feature_map: self.feature_map,
+            labels: self.labels.clone(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+}
+
+impl Stage for ExportStage {
+    fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![("onnx", self.onnx_path())]
+    }
+
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = vec![
+            Input::new("model", &self.model),
+            Input::new("weights", &self.weights),
+        ];
+        inputs.extend(self.labels.iter().map(|p| Input::new("labels", p)));
+        inputs
+    }
+
+    fn validate(&self) -> Result<()> {
+        let config = SwinConfig::load(&self.model).context("model")?;
+        for (key, values) in [("mean", &self.mean), ("std", &self.std)] {
+            if let Some(values) = values {
+                anyhow::ensure!(
+                    values.len() == config.in_chans,
+                    "{key}: {} values for the model's {} input channels",
+                    values.len(),
+                    config.in_chans
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, _resume: bool) -> Result<StageResult> {
+        let out = self.onnx_path();
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+        }
+        crate::onnx::export(&self.args())?;
+        Ok(StageResult {
+            metric: None,
+            artifacts: vec![out],
+        })
+    }
+}
