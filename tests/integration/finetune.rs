@@ -213,3 +213,58 @@ fn bad_fine_tuning_stages_name_the_file_and_field() {
     }
     assert!(!Path::new("/tmp/never").exists());
 }
+
+/// ImageFolder: labels and class names come from the sorted folder names, and they travel with
+/// the classifier into `eval` and the ONNX model card.
+#[test]
+fn fine_tuning_on_an_image_folder_keeps_its_class_names() {
+    let dir = TempDir::new("ft-folder");
+    let folder = format!(
+        "{{dataset: image_folder, root: {}}}",
+        shared("imagefolder/train").display()
+    );
+    let run = dir.0.join("run");
+    let config = write(
+        &dir.0.join("ft.yaml"),
+        &format!(
+            "model: models/swin-micro-32.yaml\nout_dir: {}\n\
+             init: {}\ndata: {folder}\neval_data: {folder}\n\
+             optimizer: {{base_lr: 1.0e-2}}\ntrain: {{epochs: 1, batch_size: 10}}\n",
+            run.display(),
+            fixture("swin_small_cls10.safetensors").display()
+        ),
+    );
+    run_ok(&["finetune", "--config", &config]);
+    let mut wnids: Vec<String> = std::fs::read_dir(shared("imagefolder/train"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    wnids.sort();
+    let sidecar = json(&run.join("classifier.json"));
+    let names: Vec<String> = sidecar["class_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, wnids);
+    let report = json(&run.join("eval.json"));
+    assert_eq!(report["images"], 20);
+    assert_eq!(report["per_class"][0]["class"], wnids[0].as_str());
+
+    // The exported classifier's model card (ONNX metadata) carries the names.
+    let onnx = dir.0.join("model.onnx");
+    run_ok(&[
+        "export",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--weights",
+        run.join("classifier.safetensors").to_str().unwrap(),
+        "--head",
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    let metadata = std::fs::read(&onnx).unwrap();
+    let text = String::from_utf8_lossy(&metadata);
+    assert!(text.contains(&wnids[0]) && text.contains(&wnids[wnids.len() - 1]));
+}
