@@ -150,6 +150,40 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Which images a micro-batch takes: consecutive slices of each epoch's order, the order drawn
+/// once per epoch (not per batch) and kept.
+#[derive(Debug, Clone)]
+pub struct EpochSlices {
+    len: usize,
+    seed: u64,
+    /// Images per micro-batch.
+    take: usize,
+    micro_per_epoch: usize,
+    /// The epoch whose order is held, and that order.
+    current: (usize, Vec<usize>),
+}
+
+impl EpochSlices {
+    pub fn new(len: usize, seed: u64, take: usize, micro_per_epoch: usize) -> Self {
+        Self {
+            len,
+            seed,
+            take,
+            micro_per_epoch,
+            current: (0, Vec::new()),
+        }
+    }
+
+    /// The dataset indices of micro-batch `micro`, counted from the start of training.
+    pub fn indices(&mut self, micro: usize) -> &[usize] {
+        let (epoch, position) = (micro / self.micro_per_epoch, micro % self.micro_per_epoch);
+        if self.current.0 != epoch || self.current.1.is_empty() {
+            self.current = (epoch, epoch_order(self.len, self.seed, epoch));
+        }
+        &self.current.1[position * self.take..(position + 1) * self.take]
+    }
+}
+
 /// Normalised images and labels of `indices`, decoded in parallel.
 /// With `crop`, each image first gets a random resized crop and flip drawn from
 /// `(seed, position in the batch)`.

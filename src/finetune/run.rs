@@ -18,7 +18,7 @@ use serde_json::{json, Map};
 
 use super::augment::{random_erase, FinetuneAugment};
 use super::stage::FinetuneStage;
-use crate::data::loader::{epoch_order, to_tensor_data, CropAugment, ImageFormat, Prefetcher};
+use crate::data::loader::{to_tensor_data, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::Dataset;
 use crate::evaluate::stage::classify_dataset;
 use crate::evaluate::ClassificationReport;
@@ -71,17 +71,12 @@ struct Sampler {
     augment: FinetuneAugment,
     batch: usize,
     seed: u64,
-    micro_per_epoch: usize,
-    order: (usize, Vec<usize>),
+    slices: EpochSlices,
 }
 
 impl Sampler {
     fn prepare(&mut self, micro: usize) -> Result<HostBatch> {
-        let (epoch, position) = (micro / self.micro_per_epoch, micro % self.micro_per_epoch);
-        if self.order.0 != epoch || self.order.1.is_empty() {
-            self.order = (epoch, epoch_order(self.dataset.len(), self.seed, epoch));
-        }
-        let indices = &self.order.1[position * self.batch..(position + 1) * self.batch];
+        let indices = self.slices.indices(micro).to_vec();
         let base = step_seed(self.seed ^ 0xF17E, micro);
         let (c, s) = (self.format.channels, self.format.size);
         let images: Vec<Vec<f32>> = indices
@@ -233,8 +228,12 @@ fn train<B: AutodiffBackend>(
         augment: stage.augment.clone(),
         batch,
         seed: stage.seed,
-        micro_per_epoch: steps_per_epoch * accumulation,
-        order: (0, Vec::new()),
+        slices: EpochSlices::new(
+            dataset.len(),
+            stage.seed,
+            batch,
+            steps_per_epoch * accumulation,
+        ),
     };
     let batches = Prefetcher::new(
         start * accumulation..total_steps * accumulation,

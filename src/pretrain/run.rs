@@ -18,7 +18,7 @@ use super::mask::random_mask;
 use super::mix::warp;
 use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
 use super::stage::PretrainStage;
-use crate::data::loader::{epoch_order, host_batch, CropAugment, ImageFormat, Prefetcher};
+use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::Dataset;
 use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
@@ -51,26 +51,19 @@ struct Sampler {
     objective: ObjectiveConfig,
     batch: usize,
     seed: u64,
-    micro_per_epoch: usize,
-    /// The current epoch and its order, drawn once per epoch.
-    order: (usize, Vec<usize>),
+    slices: EpochSlices,
 }
 
 impl Sampler {
     /// Micro-batch `micro` (counted from the start of training): its images, transforms and masks.
     fn prepare(&mut self, micro: usize) -> Result<HostPairs> {
         let per_sample = self.objective.images_per_sample();
-        let (epoch, position) = (micro / self.micro_per_epoch, micro % self.micro_per_epoch);
-        if self.order.0 != epoch || self.order.1.is_empty() {
-            self.order = (epoch, epoch_order(self.dataset.len(), self.seed, epoch));
-        }
-        let take = self.batch * per_sample;
-        let indices = &self.order.1[position * take..(position + 1) * take];
+        let indices = self.slices.indices(micro).to_vec();
         let crop = self
             .crop
             .as_ref()
             .map(|augment| (augment, step_seed(self.seed ^ 0xC809, micro)));
-        let images = host_batch(&self.dataset, indices, &self.format, crop)?.images;
+        let images = host_batch(&self.dataset, &indices, &self.format, crop)?.images;
         let plane = self.format.channels * self.format.size * self.format.size;
         let grid = self.format.size / self.objective.mask_patch_size;
         let mut rng = StdRng::seed_from_u64(step_seed(self.seed, micro));
@@ -198,8 +191,12 @@ fn train<B: AutodiffBackend>(
         objective: objective.clone(),
         batch,
         seed: stage.seed,
-        micro_per_epoch: steps_per_epoch * accumulation,
-        order: (0, Vec::new()),
+        slices: EpochSlices::new(
+            dataset.len(),
+            stage.seed,
+            batch * objective.images_per_sample(),
+            steps_per_epoch * accumulation,
+        ),
     };
     let preview = sampler.prepare(0)?;
     let batches = Prefetcher::new(
