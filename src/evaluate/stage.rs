@@ -367,10 +367,6 @@ impl Stage for LinearProbeStage {
     }
 
     fn validate(&self) -> Result<()> {
-        ensure!(
-            self.0.knn.is_none(),
-            "knn: belongs to a `knn` stage, not a linear probe"
-        );
         self.0.validate()
     }
 
@@ -400,10 +396,6 @@ impl Stage for KnnStage {
     }
 
     fn validate(&self) -> Result<()> {
-        ensure!(
-            self.0.probe.is_none(),
-            "probe: belongs to a `linear_probe` stage, not a k-NN"
-        );
         self.0.validate()
     }
 
