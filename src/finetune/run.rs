@@ -370,7 +370,6 @@ impl<B: AutodiffBackend> fit::Hooks<Swin<B>> for FinetuneHooks<'_, B> {
         record.insert("eval_top1".into(), json!(report.top1));
         record.insert("eval_top5".into(), json!(report.top5));
         metrics.append(&record)?;
-        tracing::info!("epoch {epoch}: eval top-1 {:.2} %", 100.0 * report.top1);
         println!(
             "epoch {epoch}: eval top-1 {:.2} %, top-5 {:.2} %",
             100.0 * report.top1,
@@ -443,6 +442,28 @@ mod tests {
         assert_eq!(layer_id("layers.1.blocks.1.norm1.gamma", &depths), 4);
         assert_eq!(layer_id("norm.gamma", &depths), 13);
         assert_eq!(layer_id("head.fc.weight", &depths), 13);
+    }
+
+    /// The rule sees burn's real parameter paths: every layer id from 0 to the top occurs.
+    #[test]
+    fn every_layer_of_a_real_model_gets_its_own_id() {
+        use burn_store::ModuleSnapshot;
+        let mut config =
+            crate::model::SwinConfig::load(Path::new("models/swin-micro-28.yaml")).unwrap();
+        config.num_classes = 10;
+        let model = config.init::<crate::backend::Cpu>(&Default::default());
+        let mut ids: Vec<usize> = model
+            .collect(None, None, false)
+            .iter()
+            .map(|s| layer_id(&s.full_path(), &config.depths))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids,
+            (0..=9).collect::<Vec<_>>(),
+            "depths [2, 6]: 8 blocks + embed + top"
+        );
     }
 
     #[test]
