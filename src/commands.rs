@@ -46,7 +46,7 @@ pub fn run(command: Command) -> Result<()> {
         }
         Command::Eval { config } => {
             let stage: EvalStage = read_stage_file(&config)?;
-            print_report("eval", &stage.evaluate_here()?);
+            print_report("eval", &stage.run_eval()?);
             Ok(())
         }
         Command::LinearProbe { config } => {

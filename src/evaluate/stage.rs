@@ -37,7 +37,7 @@ pub struct EvalStage {
     pub weights: PathBuf,
     #[serde(default = "default_device")]
     pub device: String,
-    /// Where `eval.json` and `confusion.png` go.
+    /// Where `eval.json` and `eval_confusion.png` go.
     pub out_dir: PathBuf,
     pub data: DataConfig,
     #[serde(default = "default_batch")]
@@ -63,7 +63,7 @@ impl Stage for EvalStage {
     }
 
     fn run(&self, _resume: bool) -> Result<StageResult> {
-        let report = self.evaluate_here()?;
+        let report = self.run_eval()?;
         Ok(StageResult {
             metric: Some(("top1".into(), report.top1)),
             artifacts: vec![
@@ -198,7 +198,7 @@ fn write_report(
 
 impl EvalStage {
     /// Writes `eval.json` and `eval_confusion.png`; returns the report.
-    pub fn evaluate_here(&self) -> Result<ClassificationReport> {
+    pub fn run_eval(&self) -> Result<ClassificationReport> {
         with_backend!(parse_device(&self.device)?, |B, device| {
             self.evaluate::<<B as AutodiffBackend>::InnerBackend>(&device)
         })
