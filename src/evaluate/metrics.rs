@@ -68,7 +68,7 @@ impl ClassificationReport {
         let label_width = if k <= 40 { 150 } else { 10 };
         let (w, h) = (
             (label_width + cell * k as i32 + 20) as u32,
-            (60 + cell * k as i32 + label_width) as u32,
+            (60 + cell * k as i32 + label_width * 3 / 4) as u32,
         );
         crate::train::report::register_font();
         let mut buffer = vec![255u8; (w * h * 3) as usize];
@@ -76,7 +76,10 @@ impl ClassificationReport {
             let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
             let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
             root.draw(&Text::new(
-                format!("{title} — top-1 {:.2} %", 100.0 * self.top1),
+                format!(
+                    "{title} — top-1 {:.2} %   (rows: true class, columns: predicted, % of row)",
+                    100.0 * self.top1
+                ),
                 (10, 10),
                 ("sans-serif", 20),
             ))
