@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # CUDA check, run on a GPU machine from the repository root:
-#   scripts/gpu_check.sh EESMM_CUDA_BINARY FIXTURES_DIR OUT_DIR
+#   scripts/gpu_check.sh EESMM_CUDA_BINARY FIXTURES_DIR OUT_DIR [FASHION_MNIST_DIR]
 # The binary is built without a GPU (`CUDARC_CUDA_VERSION=13000 cargo build --release
 # --features cuda`); FIXTURES_DIR holds ../shared/fixtures/timm-swin-small. It checks the CUDA
 # encoder against timm's outputs, then measures encoder throughput next to PyTorch eager (timm)
-# on the same GPU, when python3 with torch + timm is there.
+# on the same GPU, when python3 with torch + timm is there, and EESMM vs SimMIM pretraining
+# steps. With FASHION_MNIST_DIR (the idx files, carried along: the GPU machine has no network),
+# it also runs the quickstart pipeline on CUDA (ORT_DYLIB_PATH must name the ONNX Runtime library
+# for its verify/infer stages).
 set -uo pipefail
-bin=$1 fixtures=$2 out=$3
+bin=$1 fixtures=$2 out=$3 fmnist=${4:-}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
@@ -21,3 +24,13 @@ for case in "swin-micro-32 256" "swin-t 64" "swin-b 32"; do
     "$bin" bench encoder --device cuda --model "models/$1.yaml" --batch "$2" --iters 10 --warmup 3 --json
     python3 scripts/timm_bench.py --device cuda --preset "models/$1.yaml" --batch "$2" --iters 10 --warmup 3
 done
+
+for case in "swin-micro-32 64" "swin-t 32" "swin-b 16"; do
+    set -- $case
+    "$bin" bench pretrain --device cuda --model "models/$1.yaml" --batch "$2" --iters 10 --json
+done
+
+if [ -n "$fmnist" ]; then
+    "$bin" run pipelines/quickstart.yaml --set defaults.device=cuda --set "vars.fmnist=$fmnist" \
+        --set "run_dir=$out/quickstart-cuda"
+fi
