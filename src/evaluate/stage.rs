@@ -63,14 +63,7 @@ impl Stage for EvalStage {
     }
 
     fn run(&self, _resume: bool) -> Result<StageResult> {
-        let report = self.run_eval()?;
-        Ok(StageResult {
-            metric: Some(("top1".into(), report.top1)),
-            artifacts: vec![
-                self.out_dir.join("eval.json"),
-                self.out_dir.join("eval_confusion.png"),
-            ],
-        })
+        Ok(report_result(&self.out_dir, "eval", &self.run_eval()?))
     }
 
     fn validate(&self) -> Result<()> {
@@ -181,6 +174,17 @@ fn input_format(
     })
 }
 
+/// What an evaluating stage reports to the runner: top-1, and the two files of [`write_report`].
+fn report_result(out_dir: &Path, name: &str, report: &ClassificationReport) -> StageResult {
+    StageResult {
+        metric: Some(("top1".into(), report.top1)),
+        artifacts: vec![
+            out_dir.join(format!("{name}.json")),
+            out_dir.join(format!("{name}_confusion.png")),
+        ],
+    }
+}
+
 fn write_report(
     out_dir: &Path,
     name: &str,
@@ -286,8 +290,10 @@ impl ProbeStage {
                 .unwrap_or(Path::new("."))
                 .join(".features")
                 .join(format!("{digest}.npy"));
-            let rows = match crate::npy::read(&cache) {
-                Ok(array) if array.shape.first() == Some(&dataset.len()) => array,
+            let (rows, dim) = match crate::npy::read(&cache) {
+                Ok(array) if array.shape.first() == Some(&dataset.len()) => {
+                    (array.data, array.shape[1])
+                }
                 _ => {
                     let (rows, dim) = map_dataset(
                         &dataset,
@@ -301,12 +307,12 @@ impl ProbeStage {
                         std::fs::create_dir_all(dir)?;
                     }
                     crate::npy::write(&cache, &[dataset.len(), dim], &rows)?;
-                    crate::npy::read(&cache)?
+                    (rows, dim)
                 }
             };
             sets.push(FeatureSet {
-                dim: rows.shape[1],
-                rows: rows.data,
+                dim,
+                rows,
                 labels: dataset.labels.clone(),
             });
             class_names = dataset.class_names.clone();
@@ -371,14 +377,11 @@ impl Stage for LinearProbeStage {
     }
 
     fn run(&self, _resume: bool) -> Result<StageResult> {
-        let report = self.0.run_linear_probe()?;
-        Ok(StageResult {
-            metric: Some(("top1".into(), report.top1)),
-            artifacts: vec![
-                self.0.out_dir.join("linear_probe.json"),
-                self.0.out_dir.join("linear_probe_confusion.png"),
-            ],
-        })
+        Ok(report_result(
+            &self.0.out_dir,
+            "linear_probe",
+            &self.0.run_linear_probe()?,
+        ))
     }
 }
 
@@ -400,13 +403,6 @@ impl Stage for KnnStage {
     }
 
     fn run(&self, _resume: bool) -> Result<StageResult> {
-        let report = self.0.run_knn()?;
-        Ok(StageResult {
-            metric: Some(("top1".into(), report.top1)),
-            artifacts: vec![
-                self.0.out_dir.join("knn.json"),
-                self.0.out_dir.join("knn_confusion.png"),
-            ],
-        })
+        Ok(report_result(&self.0.out_dir, "knn", &self.0.run_knn()?))
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{ensure, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
@@ -25,8 +24,9 @@ use crate::evaluate::ClassificationReport;
 use crate::model::saved::SavedModel;
 use crate::model::weights::{load_weights, read_timm_checkpoint};
 use crate::model::{Swin, SwinConfig};
+use crate::train::checkpoint;
 use crate::train::fit::{self, step_seed};
-use crate::train::optim::{CosineSchedule, GroupedAdamW};
+use crate::train::optim::GroupedAdamW;
 use crate::train::report::{plot_losses, MetricsLog};
 use crate::with_backend;
 
@@ -172,20 +172,9 @@ fn train<B: AutodiffBackend>(
         normalization: dataset.normalization.for_channels(config.in_chans),
     };
     let (batch, accumulation) = (stage.train.batch_size, stage.train.accumulation);
-    let images_per_step = batch * accumulation;
-    let steps_per_epoch = dataset.len() / images_per_step;
-    ensure!(
-        steps_per_epoch > 0,
-        "data: {} images is less than one optimizer step ({images_per_step} images)",
-        dataset.len()
-    );
-    let total_steps = steps_per_epoch * stage.train.epochs;
-    let schedule = CosineSchedule::new(
-        &stage.optimizer,
-        images_per_step,
-        steps_per_epoch,
-        total_steps,
-    );
+    let mut plan = fit::Plan::new(&run_dir, &stage.train, stage.seed, dataset.len(), 1)?;
+    let (steps_per_epoch, total_steps) = (plan.steps_per_epoch, plan.total_steps());
+    let schedule = plan.schedule(&stage.optimizer);
 
     B::seed(device, stage.seed);
     let model = initial_model::<B>(&config, stage.init.as_deref(), device)?;
@@ -211,7 +200,7 @@ fn train<B: AutodiffBackend>(
         (None, _) => None,
         (Some(_), Some(path)) => Some(model.valid().load_file(
             path.join("ema"),
-            &recorder(),
+            &checkpoint::recorder(),
             device,
         )?),
         (Some(_), None) => Some(model.valid()),
@@ -240,14 +229,7 @@ fn train<B: AutodiffBackend>(
         3,
         move |micro| sampler.prepare(micro),
     );
-    let plan = fit::Plan {
-        run_dir: &run_dir,
-        train: &stage.train,
-        seed: stage.seed,
-        steps_per_epoch,
-        images_per_step,
-        start,
-    };
+    plan.start = start;
     let mut hooks = FinetuneHooks {
         run_dir: &run_dir,
         ema: ema.map(|weights| (weights, stage.ema.unwrap_or(0.0))),
@@ -309,10 +291,6 @@ fn train<B: AutodiffBackend>(
     Ok(report)
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::new()
-}
-
 fn evaluate<B: Backend>(
     model: &Swin<B>,
     set: &Arc<Dataset>,
@@ -344,20 +322,20 @@ impl<B: AutodiffBackend> fit::Hooks<Swin<B>> for FinetuneHooks<'_, B> {
 
     fn save_extra(&self, checkpoint: &Path) -> Result<()> {
         if let Some((ema, _)) = &self.ema {
-            ema.clone().save_file(checkpoint.join("ema"), &recorder())?;
+            ema.clone()
+                .save_file(checkpoint.join("ema"), &checkpoint::recorder())?;
         }
         Ok(())
     }
 
     fn end_of_epoch(&mut self, model: &Swin<B>, epoch: usize, metrics: &MetricsLog) -> Result<()> {
-        plot_losses(
-            &self.run_dir.join("loss.png"),
-            &metrics.records()?,
-            &["loss"],
-            "fine-tuning",
-        )?;
         let Some(set) = self.eval_set else {
-            return Ok(());
+            return plot_losses(
+                &self.run_dir.join("loss.png"),
+                &metrics.records()?,
+                &["loss"],
+                "fine-tuning",
+            );
         };
         let weights = match &self.ema {
             Some((ema, _)) => ema.clone(),
@@ -375,9 +353,16 @@ impl<B: AutodiffBackend> fit::Hooks<Swin<B>> for FinetuneHooks<'_, B> {
             100.0 * report.top1,
             100.0 * report.top5
         );
+        let records = metrics.records()?;
+        plot_losses(
+            &self.run_dir.join("loss.png"),
+            &records,
+            &["loss"],
+            "fine-tuning",
+        )?;
         plot_losses(
             &self.run_dir.join("accuracy.png"),
-            &metrics.records()?,
+            &records,
             &["eval_top1"],
             "held-out top-1",
         )?;

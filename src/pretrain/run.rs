@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -12,7 +12,6 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use serde_json::Value;
 
 use super::mask::random_mask;
 use super::mix::warp;
@@ -23,7 +22,7 @@ use crate::data::Dataset;
 use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
 use crate::train::fit::{self, step_seed};
-use crate::train::optim::{CosineSchedule, GroupedAdamW};
+use crate::train::optim::GroupedAdamW;
 use crate::train::report::{image_grid, plot_losses, MetricsLog};
 use crate::with_backend;
 
@@ -151,20 +150,15 @@ fn train<B: AutodiffBackend>(
         normalization: dataset.normalization.for_channels(config.in_chans),
     };
     let (batch, accumulation) = (stage.train.batch_size, stage.train.accumulation);
-    let images_per_step = batch * objective.images_per_sample() * accumulation;
-    let steps_per_epoch = dataset.len() / images_per_step;
-    ensure!(
-        steps_per_epoch > 0,
-        "data: {} images is less than one optimizer step ({images_per_step} images)",
-        dataset.len()
-    );
-    let total_steps = steps_per_epoch * stage.train.epochs;
-    let schedule = CosineSchedule::new(
-        &stage.optimizer,
-        batch * accumulation,
-        steps_per_epoch,
-        total_steps,
-    );
+    let mut plan = fit::Plan::new(
+        &run_dir,
+        &stage.train,
+        stage.seed,
+        dataset.len(),
+        objective.images_per_sample(),
+    )?;
+    let (steps_per_epoch, total_steps) = (plan.steps_per_epoch, plan.total_steps());
+    let schedule = plan.schedule(&stage.optimizer);
 
     B::seed(device, stage.seed);
     let model = PretrainModel::<B>::new(&config, &objective, device);
@@ -181,7 +175,10 @@ fn train<B: AutodiffBackend>(
         |m| GroupedAdamW::new(&stage.optimizer, m),
         device,
     )?;
-    write_json(&run_dir.join("stage.json"), &serde_json::to_value(stage)?)?;
+    crate::fsutil::write_atomic(
+        &run_dir.join("stage.json"),
+        &serde_json::to_vec_pretty(stage)?,
+    )?;
 
     let grid = config.img_size / objective.mask_patch_size;
     let mut sampler = Sampler {
@@ -204,14 +201,7 @@ fn train<B: AutodiffBackend>(
         3,
         move |micro| sampler.prepare(micro),
     );
-    let plan = fit::Plan {
-        run_dir: &run_dir,
-        train: &stage.train,
-        seed: stage.seed,
-        steps_per_epoch,
-        images_per_step,
-        start,
-    };
+    plan.start = start;
     let mut hooks = PretrainHooks {
         run_dir: &run_dir,
         config: &config,
@@ -290,10 +280,6 @@ impl<B: AutodiffBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
             self.device,
         )
     }
-}
-
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// The reconstruction grid of a fixed batch: per row I1, I2 (as they entered the mix), their

@@ -55,7 +55,8 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+/// The burn record format of checkpoints (and of other modules saved beside them).
+pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::new()
 }
 

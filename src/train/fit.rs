@@ -15,7 +15,7 @@ use serde_json::{json, Map};
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
-use super::optim::{CosineSchedule, GroupedAdamW};
+use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
 use super::report::{progress_bar, MetricsLog};
 
 /// The loss of one micro-batch: the weighted total (what is differentiated) and its named terms.
@@ -36,9 +36,45 @@ pub struct Plan<'a> {
     pub start: usize,
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
+    /// The plan of a fresh run over `images` dataset images, each micro-batch sample holding
+    /// `images_per_sample` of them (2 for an EESMM pair); an error if one step needs more images
+    /// than there are.
+    pub fn new(
+        run_dir: &'a Path,
+        train: &'a TrainConfig,
+        seed: u64,
+        images: usize,
+        images_per_sample: usize,
+    ) -> Result<Self> {
+        let images_per_step = train.batch_size * images_per_sample * train.accumulation;
+        let steps_per_epoch = images / images_per_step;
+        anyhow::ensure!(
+            steps_per_epoch > 0,
+            "data: {images} images is less than one optimizer step ({images_per_step} images)"
+        );
+        Ok(Self {
+            run_dir,
+            train,
+            seed,
+            steps_per_epoch,
+            images_per_step,
+            start: 0,
+        })
+    }
+
     pub fn total_steps(&self) -> usize {
         self.steps_per_epoch * self.train.epochs
+    }
+
+    /// The learning-rate schedule, scaled by the encoder inputs per optimizer step.
+    pub fn schedule(&self, optimizer: &OptimizerConfig) -> CosineSchedule {
+        CosineSchedule::new(
+            optimizer,
+            self.train.batch_size * self.train.accumulation,
+            self.steps_per_epoch,
+            self.total_steps(),
+        )
     }
 }
 
