@@ -45,24 +45,65 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// Runs `$body` with `$B` bound to the autodiff backend of `$spec` and `$device` to its device:
+/// The devices of a training stage's `device:`: one name, or a comma-separated list of one kind
+/// for data-parallel training (`cuda:0,cuda:1`). `cpu,cpu` runs two replicas on the CPU: it checks
+/// data parallelism, it is not faster.
+pub fn parse_devices(s: &str) -> Result<Vec<DeviceSpec>, String> {
+    let devices = s
+        .split(',')
+        .map(|name| name.trim().parse())
+        .collect::<Result<Vec<DeviceSpec>, String>>()?;
+    let gpus: Vec<usize> = devices
+        .iter()
+        .filter_map(|d| match d {
+            DeviceSpec::Cuda(n) => Some(*n),
+            DeviceSpec::Cpu => None,
+        })
+        .collect();
+    if !gpus.is_empty() && gpus.len() < devices.len() {
+        return Err(format!(
+            "'{s}' mixes cpu and cuda: the replicas of one run share a backend"
+        ));
+    }
+    if let Some(n) = gpus
+        .iter()
+        .find(|n| gpus.iter().filter(|m| m == n).count() > 1)
+    {
+        return Err(format!("'{s}' lists cuda:{n} twice"));
+    }
+    Ok(devices)
+}
+
+/// Runs `$body` with `$B` bound to the autodiff backend of `$spec` and `$device` to its device,
+/// or (`each`) with `$devices` bound to the devices of a list from [`parse_devices`]:
 ///
 /// ```ignore
 /// with_backend!(spec, |B, device| run::<B>(&device))
+/// with_backend!(each specs, |B, devices| train::<B>(&devices))
 /// ```
 #[macro_export]
 macro_rules! with_backend {
-    ($spec:expr, |$B:ident, $device:ident| $body:expr) => {{
-        match $spec {
+    (each $specs:expr, |$B:ident, $devices:ident| $body:expr) => {{
+        let specs: &[$crate::backend::DeviceSpec] = &$specs;
+        match specs[0] {
             $crate::backend::DeviceSpec::Cpu => {
                 type $B = burn::backend::Autodiff<$crate::backend::Cpu>;
-                let $device = Default::default();
+                let $devices: Vec<burn::tensor::Device<$B>> =
+                    specs.iter().map(|_| Default::default()).collect();
                 $body
             }
             #[cfg(feature = "cuda")]
-            $crate::backend::DeviceSpec::Cuda(index) => {
+            $crate::backend::DeviceSpec::Cuda(_) => {
                 type $B = burn::backend::Autodiff<$crate::backend::Cuda>;
-                let $device = burn::backend::cuda::CudaDevice::new(index);
+                let $devices: Vec<burn::tensor::Device<$B>> = specs
+                    .iter()
+                    .map(|spec| match spec {
+                        $crate::backend::DeviceSpec::Cuda(index) => {
+                            burn::backend::cuda::CudaDevice::new(*index)
+                        }
+                        $crate::backend::DeviceSpec::Cpu => unreachable!("one kind per list"),
+                    })
+                    .collect();
                 $body
             }
             #[cfg(not(feature = "cuda"))]
@@ -71,6 +112,12 @@ macro_rules! with_backend {
             )),
         }
     }};
+    ($spec:expr, |$B:ident, $device:ident| $body:expr) => {
+        $crate::with_backend!(each [$spec], |$B, devices| {
+            let $device = devices.into_iter().next().expect("one device");
+            $body
+        })
+    };
 }
 
 #[cfg(test)]
@@ -86,5 +133,24 @@ mod tests {
             .parse::<DeviceSpec>()
             .unwrap_err()
             .contains("expected cpu, cuda or cuda:N"));
+    }
+
+    #[test]
+    fn parses_device_lists_of_one_kind() {
+        assert_eq!(
+            parse_devices("cuda:0, cuda:1"),
+            Ok(vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)])
+        );
+        assert_eq!(parse_devices("cpu,cpu"), Ok(vec![DeviceSpec::Cpu; 2]));
+        assert_eq!(parse_devices("cuda"), Ok(vec![DeviceSpec::Cuda(0)]));
+        assert!(parse_devices("cpu,cuda:1")
+            .unwrap_err()
+            .contains("mixes cpu and cuda"));
+        assert!(parse_devices("cuda:1,cuda:1")
+            .unwrap_err()
+            .contains("lists cuda:1 twice"));
+        assert!(parse_devices("cuda:0,gpu")
+            .unwrap_err()
+            .contains("unknown device 'gpu'"));
     }
 }

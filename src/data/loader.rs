@@ -186,10 +186,12 @@ impl EpochSlices {
 
 /// Normalised images and labels of `indices`, decoded in parallel.
 /// With `crop`, each image first gets a random resized crop and flip drawn from
-/// `(seed, position in the batch)`.
+/// `(seed, position in the micro-batch)`; `indices` start at position `first` (a data-parallel
+/// replica decodes only its rows).
 pub fn host_batch(
     dataset: &Dataset,
     indices: &[usize],
+    first: usize,
     format: &ImageFormat,
     crop: Option<(&CropAugment, u64)>,
 ) -> anyhow::Result<HostBatch> {
@@ -201,7 +203,7 @@ pub fn host_batch(
             Ok(match crop {
                 Some((augment, seed)) => {
                     let mut rng = rand::rngs::StdRng::seed_from_u64(
-                        seed ^ (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                        seed ^ ((first + k) as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
                     );
                     to_tensor_data(&augment.apply(&mut rng, &image), format)
                 }

@@ -21,7 +21,7 @@ pub fn map_dataset<B: Backend>(
     let (data, format_) = (dataset.clone(), format.clone());
     let prefetch = Prefetcher::new(0..batches, 2, move |i| {
         let indices: Vec<usize> = (i * batch..((i + 1) * batch).min(n)).collect();
-        host_batch(&data, &indices, &format_, None)
+        host_batch(&data, &indices, 0, &format_, None)
     });
     let bar = progress_bar(n, 0);
     bar.set_prefix(what.to_string());

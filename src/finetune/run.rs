@@ -27,14 +27,15 @@ use crate::model::{Swin, SwinConfig};
 use crate::train::checkpoint;
 use crate::train::fit::{self, step_seed};
 use crate::train::optim::GroupedAdamW;
+use crate::train::replicas::Rank;
 use crate::train::report::{plot_losses, MetricsLog};
 use crate::with_backend;
 
 /// Runs a fine-tuning stage (resuming from `resume` or the run's latest checkpoint) and
 /// returns the final evaluation, if the stage has `eval_data`.
 pub fn run(stage: &FinetuneStage, resume: Option<PathBuf>) -> Result<Option<ClassificationReport>> {
-    with_backend!(stage.device()?, |B, device| train::<B>(
-        stage, resume, &device
+    with_backend!(each stage.devices()?, |B, devices| train::<B>(
+        stage, resume, &devices
     ))
 }
 
@@ -64,19 +65,27 @@ struct HostBatch {
 }
 
 /// Draws micro-batches: epoch order, crop + flip, RandAugment, erasing, Mixup/CutMix.
+#[derive(Clone)]
 struct Sampler {
     dataset: Arc<Dataset>,
     format: ImageFormat,
     crop: Option<CropAugment>,
     augment: FinetuneAugment,
+    /// Images per micro-batch, over all replicas.
     batch: usize,
     seed: u64,
     slices: EpochSlices,
+    /// This replica's share of each micro-batch.
+    rank: Rank,
 }
 
 impl Sampler {
+    /// This replica's rows of micro-batch `micro`. Each image's augmentation is drawn from its
+    /// position in the whole micro-batch; Mixup/CutMix mixes within the replica's rows, as
+    /// timm does on each GPU.
     fn prepare(&mut self, micro: usize) -> Result<HostBatch> {
-        let indices = self.slices.indices(micro).to_vec();
+        let rows = self.rank.rows(self.batch);
+        let indices = self.slices.indices(micro)[rows.clone()].to_vec();
         let base = step_seed(self.seed ^ 0xF17E, micro);
         let (c, s) = (self.format.channels, self.format.size);
         let images: Vec<Vec<f32>> = indices
@@ -84,7 +93,7 @@ impl Sampler {
             .enumerate()
             .map(|(k, &i)| {
                 let mut rng = StdRng::seed_from_u64(
-                    base ^ (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    base ^ ((rows.start + k) as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
                 );
                 let mut image = self.dataset.image(i)?.into_owned();
                 if let Some(crop) = &self.crop {
@@ -100,7 +109,7 @@ impl Sampler {
             .collect::<Result<_>>()?;
         let mut images = images.concat();
         let labels: Vec<usize> = indices.iter().map(|&i| self.dataset.labels[i]).collect();
-        let mut rng = StdRng::seed_from_u64(base);
+        let mut rng = StdRng::seed_from_u64(self.rank.seed(base));
         let classes = self.dataset.class_names.len();
         let targets = self
             .augment
@@ -108,7 +117,7 @@ impl Sampler {
         Ok(HostBatch {
             images,
             targets,
-            batch: self.batch,
+            batch: rows.len(),
         })
     }
 }
@@ -145,8 +154,9 @@ fn initial_model<B: Backend>(
 fn train<B: AutodiffBackend>(
     stage: &FinetuneStage,
     resume: Option<PathBuf>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<Option<ClassificationReport>> {
+    let device = &devices[0];
     let run_dir = stage.out_dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
@@ -175,42 +185,7 @@ fn train<B: AutodiffBackend>(
     let mut plan = fit::Plan::new(&run_dir, &stage.train, stage.seed, dataset.len(), 1)?;
     let (steps_per_epoch, total_steps) = (plan.steps_per_epoch, plan.total_steps());
     let schedule = plan.schedule(&stage.optimizer);
-
-    B::seed(device, stage.seed);
-    let model = initial_model::<B>(&config, stage.init.as_deref(), device)?;
-    let decay = stage.optimizer.layer_decay.unwrap_or(1.0);
-    let top = config.depths.iter().sum::<usize>() + 1;
-    let fit::Start {
-        model,
-        mut optimizer,
-        step: start,
-        checkpoint,
-    } = fit::resume(
-        &run_dir,
-        resume,
-        total_steps,
-        model,
-        |m| {
-            GroupedAdamW::new(&stage.optimizer, m)
-                .with_lr_scales(|path| decay.powi((top - layer_id(path, &config.depths)) as i32))
-        },
-        device,
-    )?;
-    let ema = match (stage.ema, &checkpoint) {
-        (None, _) => None,
-        (Some(_), Some(path)) => Some(model.valid().load_file(
-            path.join("ema"),
-            &checkpoint::recorder(),
-            device,
-        )?),
-        (Some(_), None) => Some(model.valid()),
-    };
-    crate::fsutil::write_atomic(
-        &run_dir.join("stage.json"),
-        &serde_json::to_vec_pretty(stage)?,
-    )?;
-
-    let mut sampler = Sampler {
+    let sampler = Sampler {
         dataset: dataset.clone(),
         format: format.clone(),
         crop: stage.data.augment.clone(),
@@ -223,13 +198,50 @@ fn train<B: AutodiffBackend>(
             batch,
             steps_per_epoch * accumulation,
         ),
+        rank: Rank::SINGLE,
     };
-    let batches = Prefetcher::new(
-        start * accumulation..total_steps * accumulation,
-        3,
-        move |micro| sampler.prepare(micro),
-    );
-    plan.start = start;
+
+    // One replica per device, all starting from the weights initialised on the first.
+    B::seed(device, stage.seed);
+    let initial = initial_model::<B>(&config, stage.init.as_deref(), device)?;
+    let decay = stage.optimizer.layer_decay.unwrap_or(1.0);
+    let top = config.depths.iter().sum::<usize>() + 1;
+    let make_optimizer = |m: &Swin<B>| {
+        GroupedAdamW::new(&stage.optimizer, m)
+            .with_lr_scales(|path| decay.powi((top - layer_id(path, &config.depths)) as i32))
+    };
+    let start = fit::resume(
+        &run_dir,
+        resume,
+        total_steps,
+        initial,
+        make_optimizer,
+        devices,
+    )?;
+    plan.start = start.step;
+    let micro_steps = start.step * accumulation..total_steps * accumulation;
+    let checkpoint = start.checkpoint.clone();
+    let replicas = start.into_replicas(devices, |rank| {
+        let mut sampler = Sampler {
+            rank,
+            ..sampler.clone()
+        };
+        Prefetcher::new(micro_steps.clone(), 3, move |micro| sampler.prepare(micro))
+    });
+    let ema = match (stage.ema, &checkpoint) {
+        (None, _) => None,
+        (Some(_), Some(path)) => Some(replicas[0].model.valid().load_file(
+            path.join("ema"),
+            &checkpoint::recorder(),
+            device,
+        )?),
+        (Some(_), None) => Some(replicas[0].model.valid()),
+    };
+    crate::fsutil::write_atomic(
+        &run_dir.join("stage.json"),
+        &serde_json::to_vec_pretty(stage)?,
+    )?;
+
     let mut hooks = FinetuneHooks {
         run_dir: &run_dir,
         ema: ema.map(|weights| (weights, stage.ema.unwrap_or(0.0))),
@@ -242,11 +254,9 @@ fn train<B: AutodiffBackend>(
     let (c, s) = (format.channels, format.size);
     let model = fit::fit(
         &plan,
-        model,
-        &mut optimizer,
+        replicas,
         &schedule,
-        batches,
-        |model: &Swin<B>, host: HostBatch| {
+        move |model: &Swin<B>, host: HostBatch, device: &B::Device| {
             let images = Tensor::<B, 4>::from_data(
                 TensorData::new(host.images, [host.batch, c, s, s]),
                 device,
@@ -262,7 +272,6 @@ fn train<B: AutodiffBackend>(
             }
         },
         &mut hooks,
-        device,
     )?;
     let last_report = hooks.last_report.take();
     let final_model = match hooks.ema.take() {

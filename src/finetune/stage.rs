@@ -10,7 +10,7 @@ use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
-use crate::train::config::{default_device, parse_device, TrainConfig};
+use crate::train::config::{default_device, parse_training_devices, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
 /// A fine-tuning stage: encoder + average pool + linear head, trained on labelled data.
@@ -19,6 +19,7 @@ use crate::train::optim::OptimizerConfig;
 pub struct FinetuneStage {
     /// Model preset (YAML with timm SwinTransformer keys); `num_classes` comes from the data.
     pub model: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
     #[serde(default = "default_device")]
     pub device: String,
     #[serde(default)]
@@ -59,14 +60,15 @@ impl FinetuneStage {
         Ok(config)
     }
 
-    pub fn device(&self) -> Result<DeviceSpec> {
-        parse_device(&self.device)
+    /// The devices to train on: one, or several for data-parallel training.
+    pub fn devices(&self) -> Result<Vec<DeviceSpec>> {
+        parse_training_devices(&self.device, &self.train)
     }
 
     /// The settings, without looking for files (in a pipeline an earlier stage may write them).
     pub fn validate_settings(&self) -> Result<()> {
         self.model_config(1)?;
-        self.device()?;
+        self.devices()?;
         self.train.validate()?;
         ensure!(
             self.optimizer.base_lr > 0.0,

@@ -23,13 +23,14 @@ use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
 use crate::train::fit::{self, step_seed};
 use crate::train::optim::GroupedAdamW;
+use crate::train::replicas::Rank;
 use crate::train::report::{image_grid, plot_losses, MetricsLog};
 use crate::with_backend;
 
 /// Runs a pretraining stage, resuming from `resume` or else from the run's latest checkpoint.
 pub fn run(stage: &PretrainStage, resume: Option<PathBuf>) -> Result<PathBuf> {
-    with_backend!(stage.device()?, |B, device| train::<B>(
-        stage, resume, &device
+    with_backend!(each stage.devices()?, |B, devices| train::<B>(
+        stage, resume, &devices
     ))
 }
 
@@ -43,26 +44,33 @@ struct HostPairs {
 }
 
 /// Everything a micro-batch needs, shared with the loader thread.
+#[derive(Clone)]
 struct Sampler {
     dataset: Arc<Dataset>,
     format: ImageFormat,
     crop: Option<CropAugment>,
     objective: ObjectiveConfig,
+    /// Encoder inputs per micro-batch, over all replicas.
     batch: usize,
     seed: u64,
     slices: EpochSlices,
+    /// This replica's share of each micro-batch.
+    rank: Rank,
 }
 
 impl Sampler {
-    /// Micro-batch `micro` (counted from the start of training): its images, transforms and masks.
+    /// This replica's rows of micro-batch `micro` (counted from the start of training): their
+    /// images, transforms and masks, drawn as for the whole micro-batch.
     fn prepare(&mut self, micro: usize) -> Result<HostPairs> {
         let per_sample = self.objective.images_per_sample();
-        let indices = self.slices.indices(micro).to_vec();
+        let rows = self.rank.rows(self.batch);
+        let first = rows.start * per_sample;
+        let indices = self.slices.indices(micro)[first..rows.end * per_sample].to_vec();
         let crop = self
             .crop
             .as_ref()
             .map(|augment| (augment, step_seed(self.seed ^ 0xC809, micro)));
-        let images = host_batch(&self.dataset, &indices, &self.format, crop)?.images;
+        let images = host_batch(&self.dataset, &indices, first, &self.format, crop)?.images;
         let plane = self.format.channels * self.format.size * self.format.size;
         let grid = self.format.size / self.objective.mask_patch_size;
         let mut rng = StdRng::seed_from_u64(step_seed(self.seed, micro));
@@ -74,7 +82,10 @@ impl Sampler {
                     .collect::<Vec<_>>();
                 (warps, masks)
             })
+            .skip(rows.start)
+            .take(rows.len())
             .collect();
+        let batch = rows.len();
         let (c, s) = (self.format.channels, self.format.size);
         let image = |i: usize| &images[i * plane..(i + 1) * plane];
         Ok(match self.objective.kind {
@@ -82,7 +93,7 @@ impl Sampler {
                 first: images.clone(),
                 mask1: draws.iter().flat_map(|(_, m)| m[0].clone()).collect(),
                 second: None,
-                batch: self.batch,
+                batch,
             },
             ObjectiveKind::Eesmm => {
                 // Pair i is (image 2i, image 2i+1): T1 = A(I1), T2 = B(I2).
@@ -106,7 +117,7 @@ impl Sampler {
                             .collect(),
                         draws.iter().flat_map(|(_, m)| m[1].clone()).collect(),
                     )),
-                    batch: self.batch,
+                    batch,
                 }
             }
         })
@@ -136,7 +147,7 @@ impl HostPairs {
 fn train<B: AutodiffBackend>(
     stage: &PretrainStage,
     resume: Option<PathBuf>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<PathBuf> {
     let config = stage.model_config()?;
     let objective = stage.objective.clone();
@@ -159,29 +170,7 @@ fn train<B: AutodiffBackend>(
     )?;
     let (steps_per_epoch, total_steps) = (plan.steps_per_epoch, plan.total_steps());
     let schedule = plan.schedule(&stage.optimizer);
-
-    B::seed(device, stage.seed);
-    let model = PretrainModel::<B>::new(&config, &objective, device);
-    let fit::Start {
-        model,
-        mut optimizer,
-        step: start,
-        ..
-    } = fit::resume(
-        &run_dir,
-        resume,
-        total_steps,
-        model,
-        |m| GroupedAdamW::new(&stage.optimizer, m),
-        device,
-    )?;
-    crate::fsutil::write_atomic(
-        &run_dir.join("stage.json"),
-        &serde_json::to_vec_pretty(stage)?,
-    )?;
-
-    let grid = config.img_size / objective.mask_patch_size;
-    let mut sampler = Sampler {
+    let sampler = Sampler {
         dataset: dataset.clone(),
         format: format.clone(),
         crop: stage.data.augment.clone(),
@@ -194,37 +183,59 @@ fn train<B: AutodiffBackend>(
             batch * objective.images_per_sample(),
             steps_per_epoch * accumulation,
         ),
+        rank: Rank::SINGLE,
     };
-    let preview = sampler.prepare(0)?;
-    let batches = Prefetcher::new(
-        start * accumulation..total_steps * accumulation,
-        3,
-        move |micro| sampler.prepare(micro),
-    );
-    plan.start = start;
+    let preview = sampler.clone().prepare(0)?;
+
+    // One replica per device, all starting from the weights initialised on the first.
+    B::seed(&devices[0], stage.seed);
+    let initial = PretrainModel::<B>::new(&config, &objective, &devices[0]);
+    let start = fit::resume(
+        &run_dir,
+        resume,
+        total_steps,
+        initial,
+        |m| GroupedAdamW::new(&stage.optimizer, m),
+        devices,
+    )?;
+    plan.start = start.step;
+    let micro_steps = start.step * accumulation..total_steps * accumulation;
+    let replicas = start.into_replicas(devices, |rank| {
+        let mut sampler = Sampler {
+            rank,
+            ..sampler.clone()
+        };
+        Prefetcher::new(micro_steps.clone(), 3, move |micro| sampler.prepare(micro))
+    });
+    crate::fsutil::write_atomic(
+        &run_dir.join("stage.json"),
+        &serde_json::to_vec_pretty(stage)?,
+    )?;
+
+    let grid = config.img_size / objective.mask_patch_size;
     let mut hooks = PretrainHooks {
         run_dir: &run_dir,
         config: &config,
         objective: &objective,
         preview,
         format: &format,
-        device,
+        device: &devices[0],
     };
+    let (loss_config, loss_objective, loss_format) =
+        (config.clone(), objective.clone(), format.clone());
     let model = fit::fit(
         &plan,
-        model,
-        &mut optimizer,
+        replicas,
         &schedule,
-        batches,
-        |model, host: HostPairs| {
-            let output = objective.forward(model, &config, host.into_device(&format, grid, device));
+        move |model: &PretrainModel<B>, host: HostPairs, device: &B::Device| {
+            let batch = host.into_device(&loss_format, grid, device);
+            let output = loss_objective.forward(model, &loss_config, batch);
             fit::StepLoss {
                 total: output.total,
                 terms: output.terms,
             }
         },
         &mut hooks,
-        device,
     )?;
     save_encoder::<B>(&run_dir, &model, &config, &format)?;
     Ok(run_dir)

@@ -10,7 +10,7 @@ use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
-use crate::train::config::{default_device, parse_device, TrainConfig};
+use crate::train::config::{default_device, parse_training_devices, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
 /// A pretraining stage, as `eesmm pretrain --config` and `eesmm run` read it.
@@ -20,7 +20,7 @@ use crate::train::optim::OptimizerConfig;
 pub struct PretrainStage {
     /// Model preset (YAML with timm SwinTransformer keys).
     pub model: PathBuf,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
     #[serde(default = "default_device")]
     pub device: String,
     /// Seeds initialisation, data order, masks, augmentations and drop path.
@@ -50,8 +50,9 @@ impl PretrainStage {
         SwinConfig::load(&self.model).context("model")
     }
 
-    pub fn device(&self) -> Result<DeviceSpec> {
-        parse_device(&self.device)
+    /// The devices to train on: one, or several for data-parallel training.
+    pub fn devices(&self) -> Result<Vec<DeviceSpec>> {
+        parse_training_devices(&self.device, &self.train)
     }
 
     /// Everything [`Self::validate_settings`] checks, and that the data folder exists.
@@ -69,7 +70,7 @@ impl PretrainStage {
     pub fn validate_settings(&self) -> Result<()> {
         let model = self.model_config()?;
         self.objective.validate(&model)?;
-        self.device()?;
+        self.devices()?;
         self.train.validate()?;
         ensure!(
             self.optimizer.layer_decay.is_none(),

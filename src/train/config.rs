@@ -55,7 +55,28 @@ impl TrainConfig {
     }
 }
 
-/// Parses a stage's `device:` (`cpu`, `cuda`, `cuda:N`).
+/// Parses the `device:` of a stage that runs on one device (`cpu`, `cuda`, `cuda:N`).
 pub fn parse_device(device: &str) -> Result<crate::backend::DeviceSpec> {
+    ensure!(
+        !device.contains(','),
+        "device: '{device}' is a list; data-parallel devices are for pretrain and finetune stages"
+    );
     device.parse().map_err(|e| anyhow::anyhow!("device: {e}"))
+}
+
+/// Parses the `device:` of a training stage: one device, or several for data-parallel training,
+/// which split every micro-batch of `train.batch_size` evenly.
+pub fn parse_training_devices(
+    device: &str,
+    train: &TrainConfig,
+) -> Result<Vec<crate::backend::DeviceSpec>> {
+    let devices =
+        crate::backend::parse_devices(device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    ensure!(
+        train.batch_size.is_multiple_of(devices.len()),
+        "train.batch_size: {} does not split evenly over the {} devices of device: {device}",
+        train.batch_size,
+        devices.len()
+    );
+    Ok(devices)
 }

@@ -6,16 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn_store::ModuleSnapshot;
+use indicatif::ProgressBar;
 use serde_json::{json, Map};
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
+use super::replicas::{Collective, Rank, StoppedByPeer};
 use super::report::{progress_bar, MetricsLog};
 
 /// The loss of one micro-batch: the weighted total (what is differentiated) and its named terms.
@@ -25,24 +27,26 @@ pub struct StepLoss<B: Backend> {
 }
 
 /// Where a run is and how it is laid out in steps.
-pub struct Plan<'a> {
-    pub run_dir: &'a Path,
-    pub train: &'a TrainConfig,
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub run_dir: PathBuf,
+    pub train: TrainConfig,
     pub seed: u64,
     pub steps_per_epoch: usize,
-    /// Images per optimizer step (both images of an EESMM pair count), for images/s.
+    /// Images per optimizer step over all replicas (both images of an EESMM pair count), for
+    /// images/s.
     pub images_per_step: usize,
     /// The optimizer step to start from (0, or a checkpoint's step).
     pub start: usize,
 }
 
-impl<'a> Plan<'a> {
+impl Plan {
     /// The plan of a fresh run over `images` dataset images, each micro-batch sample holding
     /// `images_per_sample` of them (2 for an EESMM pair); an error if one step needs more images
     /// than there are.
     pub fn new(
-        run_dir: &'a Path,
-        train: &'a TrainConfig,
+        run_dir: &Path,
+        train: &TrainConfig,
         seed: u64,
         images: usize,
         images_per_sample: usize,
@@ -54,8 +58,8 @@ impl<'a> Plan<'a> {
             "data: {images} images is less than one optimizer step ({images_per_step} images)"
         );
         Ok(Self {
-            run_dir,
-            train,
+            run_dir: run_dir.to_path_buf(),
+            train: train.clone(),
             seed,
             steps_per_epoch,
             images_per_step,
@@ -87,7 +91,8 @@ pub fn step_seed(seed: u64, step: usize) -> u64 {
 }
 
 /// What the loop calls besides the loss: after every optimizer step (e.g. an EMA update), when
-/// a checkpoint is written (extra files in its folder), and at the end of every epoch.
+/// a checkpoint is written (extra files in its folder), and at the end of every epoch. Only the
+/// main replica (rank 0) calls them.
 pub trait Hooks<M> {
     fn after_step(&mut self, _model: &M) -> Result<()> {
         Ok(())
@@ -98,108 +103,247 @@ pub trait Hooks<M> {
     fn end_of_epoch(&mut self, model: &M, epoch: usize, metrics: &MetricsLog) -> Result<()>;
 }
 
-/// Trains `model` from `plan.start` to the last step and returns it.
-#[allow(clippy::too_many_arguments)]
-pub fn fit<B, M, T>(
+/// The hooks of the other replicas: none.
+struct NoHooks;
+
+impl<M> Hooks<M> for NoHooks {
+    fn end_of_epoch(&mut self, _: &M, _: usize, _: &MetricsLog) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What one replica trains, on its device: the model, its optimizer and its share of every
+/// micro-batch. A single-device run has one replica.
+pub struct Replica<B: AutodiffBackend, M, I> {
+    pub device: B::Device,
+    pub model: M,
+    pub optimizer: GroupedAdamW<B, M>,
+    pub batches: I,
+}
+
+/// `initial` once per device, with the same values on each. burn initialises parameters lazily
+/// and a copy of a lazy parameter draws its own values, so every parameter is materialised first.
+fn on_each_device<B, M>(initial: M, devices: &[B::Device]) -> Vec<M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    initial.visit(&mut Materialize);
+    devices.iter().map(|d| initial.clone().fork(d)).collect()
+}
+
+/// Reads every parameter once, which initialises the lazy ones.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        param.val();
+    }
+}
+
+/// Trains from `plan.start` to the last step, one replica per device (rank 0 on this thread,
+/// the others on their own), and returns rank 0's model. With several replicas the gradients
+/// of every step are averaged over them (see [`super::replicas`]).
+pub fn fit<B, M, T, I, L>(
     plan: &Plan,
-    mut model: M,
-    optimizer: &mut GroupedAdamW<B, M>,
+    replicas: Vec<Replica<B, M, I>>,
     schedule: &CosineSchedule,
-    mut batches: impl Iterator<Item = Result<T>>,
-    loss_of: impl Fn(&M, T) -> StepLoss<B>,
+    loss_of: L,
     hooks: &mut impl Hooks<M>,
-    device: &B::Device,
+) -> Result<M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ModuleSnapshot<B> + 'static,
+    I: Iterator<Item = Result<T>> + Send + 'static,
+    L: Fn(&M, T, &B::Device) -> StepLoss<B> + Clone + Send + 'static,
+{
+    let count = replicas.len();
+    if count > 1 {
+        Collective::<B>::reset();
+    }
+    let mut replicas = replicas.into_iter().enumerate();
+    let (_, main) = replicas.next().context("no device to train on")?;
+    let others: Vec<_> = replicas
+        .map(|(index, replica)| {
+            let (plan, schedule, loss_of) = (plan.clone(), *schedule, loss_of.clone());
+            std::thread::spawn(move || {
+                let rank = Rank { index, count };
+                fit_replica(&plan, rank, replica, &schedule, &loss_of, &mut NoHooks).map(drop)
+            })
+        })
+        .collect();
+    let rank = Rank { index: 0, count };
+    let main_result = fit_replica(plan, rank, main, schedule, &loss_of, hooks);
+    // Replicas agree on failures, so all of them have stopped by now.
+    let mut cause = None;
+    for handle in others {
+        match handle.join() {
+            Ok(Err(error)) if !error.is::<StoppedByPeer>() => {
+                cause.get_or_insert(error);
+            }
+            Ok(_) => {}
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    match (main_result, cause) {
+        (Err(error), Some(cause)) if error.is::<StoppedByPeer>() => Err(cause),
+        (result, _) => result,
+    }
+}
+
+/// The loop of one replica.
+fn fit_replica<B, M, T>(
+    plan: &Plan,
+    rank: Rank,
+    replica: Replica<B, M, impl Iterator<Item = Result<T>>>,
+    schedule: &CosineSchedule,
+    loss_of: &impl Fn(&M, T, &B::Device) -> StepLoss<B>,
+    hooks: &mut impl Hooks<M>,
 ) -> Result<M>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ModuleSnapshot<B>,
 {
+    let Replica {
+        device,
+        mut model,
+        mut optimizer,
+        mut batches,
+    } = replica;
+    let collective = Collective::<B>::join(rank, device.clone())?;
     let total_steps = plan.total_steps();
     let accumulation = plan.train.accumulation;
-    let metrics = MetricsLog::open(plan.run_dir, plan.start)?;
-    let bar = progress_bar(total_steps, plan.start);
+    let metrics = match rank.is_main() {
+        true => Some(MetricsLog::open(&plan.run_dir, plan.start)?),
+        false => None,
+    };
+    let bar = match rank.is_main() {
+        true => progress_bar(total_steps, plan.start),
+        false => ProgressBar::hidden(),
+    };
     let started = Instant::now();
-    let mut last_checkpoint: Option<PathBuf> = checkpoint::latest(plan.run_dir);
+    let mut last_checkpoint: Option<PathBuf> = checkpoint::latest(&plan.run_dir);
     for step in plan.start..total_steps {
         let step_started = Instant::now();
-        B::seed(device, step_seed(plan.seed, step));
-        let mut accumulator = GradientsAccumulator::<M>::new();
-        let mut terms: Vec<(&'static str, f64)> = Vec::new();
-        for _ in 0..accumulation {
-            let batch = batches.next().context("the data loader stopped early")??;
-            let output = loss_of(&model, batch);
-            let loss = output.total.clone().into_scalar().elem::<f64>();
-            if !loss.is_finite() {
-                bar.abandon();
-                bail!(
-                    "the loss became {loss} at step {step}: stopping. The last good checkpoint is {} — \
-                     lower optimizer.base_lr or set optimizer.clip_grad, then re-run to resume from it",
-                    last_checkpoint
-                        .as_ref()
-                        .map_or("none (no checkpoint yet)".into(), |p| p.display().to_string())
-                );
-            }
-            accumulate_terms(&mut terms, &output.terms, loss, accumulation);
-            let grads = output.total.div_scalar(accumulation as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        B::seed(&device, step_seed(rank.seed(plan.seed), step));
+        let local = local_gradients(&model, &mut batches, accumulation, loss_of, &device);
+        if collective.any_failed(local.is_err())? {
+            bar.abandon();
+            return Err(local.err().unwrap_or_else(|| StoppedByPeer { step }.into()));
         }
+        let (grads, local_terms) = local?;
+        let (names, values): (Vec<&'static str>, Vec<f64>) = local_terms.into_iter().unzip();
+        let terms: Vec<(&'static str, f64)> =
+            names.into_iter().zip(collective.mean(&values)?).collect();
+        if let Some((_, loss)) = terms.iter().find(|(_, v)| !v.is_finite()) {
+            bar.abandon();
+            bail!(
+                "the loss became {loss} at step {step}: stopping. The last good checkpoint is {} — \
+                 lower optimizer.base_lr or set optimizer.clip_grad, then re-run to resume from it",
+                last_checkpoint
+                    .as_ref()
+                    .map_or("none (no checkpoint yet)".into(), |p| p.display().to_string())
+            );
+        }
+        let grads = collective.mean_gradients(grads)?;
         let lr = schedule.at(step);
         let stats;
-        (model, stats) = optimizer.step(lr, model, accumulator.grads());
-        hooks.after_step(&model)?;
+        (model, stats) = optimizer.step(lr, model, grads);
+        let Some(metrics) = &metrics else {
+            continue;
+        };
+        // Rank 0's bookkeeping; a failure here is announced at the next step's agreement.
         let done = step + 1;
-        let images_per_s = plan.images_per_step as f64 / step_started.elapsed().as_secs_f64();
-        bar.set_position(done as u64);
-        bar.set_prefix(format!(
-            "epoch {}/{}",
-            step / plan.steps_per_epoch + 1,
-            plan.train.epochs
-        ));
-        bar.set_message(format!(
-            "{} lr {lr:.2e} {images_per_s:.0} img/s",
-            terms
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.4}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
-        if done % plan.train.log_every == 0 || done == total_steps {
-            let mut record = Map::new();
-            record.insert("step".into(), json!(done));
-            record.insert(
-                "epoch".into(),
-                json!(done as f64 / plan.steps_per_epoch as f64),
-            );
-            for (k, v) in &terms {
-                record.insert(k.to_string(), json!(v));
+        let bookkeeping = (|| -> Result<()> {
+            hooks.after_step(&model)?;
+            let images_per_s = plan.images_per_step as f64 / step_started.elapsed().as_secs_f64();
+            bar.set_position(done as u64);
+            bar.set_prefix(format!(
+                "epoch {}/{}",
+                step / plan.steps_per_epoch + 1,
+                plan.train.epochs
+            ));
+            bar.set_message(format!(
+                "{} lr {lr:.2e} {images_per_s:.0} img/s",
+                terms
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            if done % plan.train.log_every == 0 || done == total_steps {
+                let mut record = Map::new();
+                record.insert("step".into(), json!(done));
+                record.insert(
+                    "epoch".into(),
+                    json!(done as f64 / plan.steps_per_epoch as f64),
+                );
+                for (k, v) in &terms {
+                    record.insert(k.to_string(), json!(v));
+                }
+                record.insert("lr".into(), json!(lr));
+                record.insert("grad_norm".into(), json!(stats.grad_norm));
+                record.insert("images_per_s".into(), json!(images_per_s));
+                record.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
+                metrics.append(&record)?;
             }
-            record.insert("lr".into(), json!(lr));
-            record.insert("grad_norm".into(), json!(stats.grad_norm));
-            record.insert("images_per_s".into(), json!(images_per_s));
-            record.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
-            metrics.append(&record)?;
-        }
-        let epoch_end = done % plan.steps_per_epoch == 0;
-        if epoch_end {
-            bar.suspend(|| hooks.end_of_epoch(&model, done / plan.steps_per_epoch, &metrics))?;
-        }
-        if done % plan.train.checkpoint_every == 0 || epoch_end {
-            let state = TrainState {
-                step: done,
-                total_steps,
-            };
-            last_checkpoint = Some(checkpoint::save(
-                plan.run_dir,
-                &model,
-                optimizer,
-                &state,
-                plan.train.keep_checkpoints,
-                |dir| hooks.save_extra(dir),
-            )?);
+            let epoch_end = done % plan.steps_per_epoch == 0;
+            if epoch_end {
+                bar.suspend(|| hooks.end_of_epoch(&model, done / plan.steps_per_epoch, metrics))?;
+            }
+            if done % plan.train.checkpoint_every == 0 || epoch_end {
+                let state = TrainState {
+                    step: done,
+                    total_steps,
+                };
+                last_checkpoint = Some(checkpoint::save(
+                    &plan.run_dir,
+                    &model,
+                    &optimizer,
+                    &state,
+                    plan.train.keep_checkpoints,
+                    |dir| hooks.save_extra(dir),
+                )?);
+            }
+            Ok(())
+        })();
+        if let Err(error) = bookkeeping {
+            bar.abandon();
+            if done < total_steps {
+                collective.any_failed(true)?;
+            }
+            return Err(error);
         }
     }
     bar.finish();
+    collective.leave()?;
     Ok(model)
+}
+
+/// This replica's gradients of one optimizer step (the mean over `accumulation` micro-batches)
+/// and the means of the loss and its terms.
+fn local_gradients<B, M, T>(
+    model: &M,
+    batches: &mut impl Iterator<Item = Result<T>>,
+    accumulation: usize,
+    loss_of: &impl Fn(&M, T, &B::Device) -> StepLoss<B>,
+    device: &B::Device,
+) -> Result<(GradientsParams, Vec<(&'static str, f64)>)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut terms: Vec<(&'static str, f64)> = Vec::new();
+    for _ in 0..accumulation {
+        let batch = batches.next().context("the data loader stopped early")??;
+        let output = loss_of(model, batch, device);
+        let loss = output.total.clone().into_scalar().elem::<f64>();
+        accumulate_terms(&mut terms, &output.terms, loss, accumulation);
+        let grads = output.total.div_scalar(accumulation as f64).backward();
+        accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+    Ok((accumulator.grads(), terms))
 }
 
 /// Running means over the micro-batches of a step: `loss` (the weighted total) and each term.
@@ -221,51 +365,78 @@ fn accumulate_terms<B: Backend>(
     }
 }
 
-/// Where training starts: the model and optimizer to continue, the step, and the checkpoint
-/// they came from (none for a fresh run).
+/// Where training starts: per device the model and optimizer to continue, the step, and the
+/// checkpoint they came from (none for a fresh run).
 pub struct Start<B: AutodiffBackend, M> {
-    pub model: M,
-    pub optimizer: GroupedAdamW<B, M>,
+    pub replicas: Vec<(M, GroupedAdamW<B, M>)>,
     pub step: usize,
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Restores the model (and then the optimizer) from `resume`, or the run's latest checkpoint.
-/// A checkpoint made for another number of steps is an error.
+impl<B: AutodiffBackend, M> Start<B, M> {
+    /// One [`Replica`] per device, each with its share of the batches from `batches(rank)`.
+    pub fn into_replicas<I>(
+        self,
+        devices: &[B::Device],
+        batches: impl Fn(Rank) -> I,
+    ) -> Vec<Replica<B, M, I>> {
+        let count = devices.len();
+        (self.replicas.into_iter().zip(devices).enumerate())
+            .map(|(index, ((model, optimizer), device))| Replica {
+                device: device.clone(),
+                model,
+                optimizer,
+                batches: batches(Rank { index, count }),
+            })
+            .collect()
+    }
+}
+
+/// Restores the model (and then the optimizer) from `resume`, or the run's latest checkpoint, and
+/// places a copy on every device. A checkpoint made for another number of steps is an error; one
+/// made on another number of devices is not.
 pub fn resume<B, M>(
     run_dir: &Path,
     resume: Option<PathBuf>,
     total_steps: usize,
     model: M,
-    make_optimizer: impl FnOnce(&M) -> GroupedAdamW<B, M>,
-    device: &B::Device,
+    make_optimizer: impl Fn(&M) -> GroupedAdamW<B, M>,
+    devices: &[B::Device],
 ) -> Result<Start<B, M>>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ModuleSnapshot<B>,
 {
-    let Some(path) = resume.or_else(|| checkpoint::latest(run_dir)) else {
-        let optimizer = make_optimizer(&model);
-        return Ok(Start {
-            model,
-            optimizer,
-            step: 0,
-            checkpoint: None,
-        });
+    let checkpoint = resume.or_else(|| checkpoint::latest(run_dir));
+    let (model, step) = match &checkpoint {
+        None => (model, 0),
+        Some(path) => {
+            let (model, state) = checkpoint::load(path, model, &devices[0])?;
+            anyhow::ensure!(
+                state.total_steps == total_steps,
+                "{}: made for {} steps, this configuration has {total_steps}",
+                path.display(),
+                state.total_steps
+            );
+            tracing::info!("resuming from {} (step {})", path.display(), state.step);
+            (model, state.step)
+        }
     };
-    let (model, state) = checkpoint::load(&path, model, device)?;
-    anyhow::ensure!(
-        state.total_steps == total_steps,
-        "{}: made for {} steps, this configuration has {total_steps}",
-        path.display(),
-        state.total_steps
-    );
-    tracing::info!("resuming from {} (step {})", path.display(), state.step);
-    let optimizer = checkpoint::load_optimizer(&path, make_optimizer(&model), device)?;
+    let replicas = on_each_device(model, devices)
+        .into_iter()
+        .zip(devices)
+        .map(|(model, device)| {
+            let optimizer = make_optimizer(&model);
+            let optimizer = match &checkpoint {
+                Some(path) => checkpoint::load_optimizer(path, optimizer, device)?,
+                None => optimizer,
+            };
+            Ok((model, optimizer))
+        })
+        .collect::<Result<_>>()?;
     Ok(Start {
-        model,
-        optimizer,
-        step: state.step,
-        checkpoint: Some(path),
+        replicas,
+        step,
+        checkpoint,
     })
 }

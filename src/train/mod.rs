@@ -4,4 +4,5 @@ pub mod checkpoint;
 pub mod config;
 pub mod fit;
 pub mod optim;
+pub mod replicas;
 pub mod report;

@@ -94,6 +94,28 @@ fn fine_tuning_fits_twenty_cifar_images_and_eval_agrees() {
     assert_eq!(again["top1"], report["top1"]);
     assert_eq!(again["confusion"], report["confusion"]);
     assert!(dir.0.join("eval/eval_confusion.png").exists());
+
+    // Data-parallel on two CPU replicas (5 images each): the same losses, and it fits too.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parallel = write(
+        &dir.0.join("ft2.yaml"),
+        &format!("device: cpu,cpu\n{}", text.replace("/run\n", "/run2\n")),
+    );
+    run_ok(&["finetune", "--config", &parallel]);
+    let losses = |run: &str| -> Vec<f64> {
+        std::fs::read_to_string(dir.0.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
+            .collect()
+    };
+    let (one, two) = (losses("run"), losses("run2"));
+    assert_eq!(one.len(), two.len());
+    assert!((one[0] - two[0]).abs() < 1e-4, "{} vs {}", one[0], two[0]);
+    let top1 = json(&dir.0.join("run2/eval.json"))["top1"]
+        .as_f64()
+        .unwrap();
+    assert!(top1 >= 0.9, "two replicas fit only {top1} of 20 images");
 }
 
 /// The whole recipe (crop, RandAugment, erasing, Mixup/CutMix, smoothing, layer decay, EMA)

@@ -420,7 +420,8 @@ fn an_interrupted_stage_resumes_only_when_unchanged() {
 }
 
 /// Every pipeline in `pipelines/` resolves and validates, with the dataset roots pointed at the
-/// fixtures through `EESMM_<NAME>` (ImageNet: the ImageFolder fixture as both train and val).
+/// fixtures through `EESMM_<NAME>` (ImageNet: the ImageFolder fixture as both train and val),
+/// full.yaml's training stages on two GPUs.
 #[test]
 fn every_shipped_pipeline_validates() {
     let dir = TempDir::new("pipeline-shipped");
@@ -439,6 +440,8 @@ fn every_shipped_pipeline_validates() {
         ("EESMM_IMAGENET", imagenet.to_str().unwrap()),
         ("EESMM_CIFAR10", cifar10.to_str().unwrap()),
         ("EESMM_CIFAR100", cifar100.to_str().unwrap()),
+        // full.yaml trains data-parallel on these (a dry run parses them, needs no GPU).
+        ("EESMM_TRAIN_DEVICES", "cuda:0,cuda:1"),
     ];
     let mut names: Vec<PathBuf> =
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"))

@@ -228,3 +228,167 @@ fn transformer_decoder_visibility_tokens_and_simmim_run() {
     );
     assert_eq!(losses(&dir.0.join("simmim")).len(), 16); // 256 images / 16 per step
 }
+
+/// The tensors of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// The stage of `stage()` on `device`, without drop path (two CPU replicas share one RNG).
+fn data_parallel_stage(dir: &Path, name: &str, device: &str, images: usize) -> PathBuf {
+    let model = dir.join("model.yaml");
+    let preset = std::fs::read_to_string("models/swin-micro-28.yaml").unwrap();
+    std::fs::write(
+        &model,
+        preset.replace("drop_path_rate: 0.1", "drop_path_rate: 0.0"),
+    )
+    .unwrap();
+    let path = stage(dir, name, images, 1, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("models/swin-micro-28.yaml", model.to_str().unwrap());
+    std::fs::write(&path, format!("device: \"{device}\"\n{text}")).unwrap();
+    path
+}
+
+/// Two replicas (`device: cpu,cpu`), each on half of every batch with burn-collective averaging
+/// their gradients, train like one device on the whole batch. The reconstruction terms of each
+/// image match to float precision; the mixed term differs slightly, as each replica normalises
+/// it by its own half's masked-pixel count.
+#[test]
+fn two_replicas_train_like_one_device() {
+    let dir = TempDir::new("ddp");
+    for (name, device) in [("one", "cpu"), ("two", "cpu,cpu")] {
+        let config = data_parallel_stage(&dir.0, name, device, 256);
+        let output = eesmm(&["pretrain", "--config", config.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let terms = |run: &str| -> Vec<[f64; 3]> {
+        std::fs::read_to_string(dir.0.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                ["first", "second", "mix"].map(|k| v[k].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let (one, two) = (terms("one"), terms("two"));
+    assert_eq!(one.len(), 8);
+    assert_eq!(two.len(), 8, "rank 0 logs every step once");
+    for k in 0..2 {
+        assert!(
+            (one[0][k] - two[0][k]).abs() < 1e-5,
+            "step 1 term {k}: {:?} vs {:?}",
+            one[0],
+            two[0]
+        );
+    }
+    assert!((one[0][2] - two[0][2]).abs() < 1e-2 * one[0][2]);
+    let (a, b) = (
+        tensors(&dir.0.join("one/encoder.safetensors")),
+        tensors(&dir.0.join("two/encoder.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|((name, x), (_, y))| (max_diff(x, y), name))
+        .fold(
+            (0.0, ""),
+            |m, (d, n)| if d > m.0 { (d, n.as_str()) } else { m },
+        );
+    assert!(
+        worst.0 < 2e-4,
+        "weights differ by {} in {}",
+        worst.0,
+        worst.1
+    );
+    assert!(dir
+        .0
+        .join("two/checkpoints/step_00000008/state.json")
+        .exists());
+
+    // A two-replica checkpoint resumes on one device and ends where the two replicas did.
+    let config = data_parallel_stage(&dir.0, "resumed", "cpu", 256);
+    let checkpoint = dir.0.join("two/checkpoints/step_00000006");
+    let output = eesmm(&[
+        "pretrain",
+        "--config",
+        config.to_str().unwrap(),
+        "--resume",
+        checkpoint.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    let resumed = tensors(&dir.0.join("resumed/encoder.safetensors"));
+    let worst = resumed
+        .iter()
+        .zip(&b)
+        .map(|((_, x), (_, y))| max_diff(x, y))
+        .fold(0.0, f32::max);
+    assert!(
+        worst < 1e-4,
+        "resumed on one device: weights differ by {worst}"
+    );
+}
+
+/// A diverging data-parallel run stops every replica with the NaN message (none is left
+/// waiting in an all-reduce), and a batch that does not split evenly is refused up front.
+#[test]
+fn a_diverging_data_parallel_run_stops_every_replica() {
+    let dir = TempDir::new("ddp-nan");
+    let config = data_parallel_stage(&dir.0, "nan", "cpu,cpu", 512);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("base_lr: 4.0e-3", "base_lr: 1.0e+30")
+        .replace(", clip_grad: 5.0", "");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["pretrain", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the data-parallel run hung after diverging");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the loss became"), "{stderr}");
+
+    let uneven = data_parallel_stage(&dir.0, "uneven", "cpu,cpu,cpu", 512);
+    let output = eesmm(&["pretrain", "--config", uneven.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("train.batch_size: 16 does not split evenly over the 3 devices"),
+        "{stderr}"
+    );
+}
