@@ -7,7 +7,8 @@
 # on the same GPU, when python3 with torch + timm is there, and EESMM vs SimMIM pretraining
 # steps. With FASHION_MNIST_DIR (the idx files, carried along: the GPU machine has no network),
 # it also runs the quickstart pipeline on CUDA (ORT_DYLIB_PATH must name the ONNX Runtime library
-# for its verify/infer stages).
+# for its verify/infer stages), and, on a machine with several GPUs, pretraining throughput on one
+# GPU against all of them data-parallel (scripts/bench_data_parallel.sh).
 set -uo pipefail
 bin=$1 fixtures=$2 out=$3 fmnist=${4:-}
 mkdir -p "$out"
@@ -33,4 +34,10 @@ done
 if [ -n "$fmnist" ]; then
     "$bin" run pipelines/quickstart.yaml --set defaults.device=cuda --set "vars.fmnist=$fmnist" \
         --set "run_dir=$out/quickstart-cuda"
+fi
+
+gpus=$(nvidia-smi -L | wc -l)
+if [ -n "$fmnist" ] && [ "$gpus" -gt 1 ]; then
+    all=$(seq -s, -f "cuda:%g" 0 $((gpus - 1)))
+    EESMM_FASHION_MNIST="$fmnist" scripts/bench_data_parallel.sh "$bin" cuda "$all"
 fi
