@@ -173,22 +173,26 @@ where
         })
         .collect();
     let rank = Rank { index: 0, count };
-    let main_result = fit_replica(plan, rank, main, schedule, &loss_of, hooks);
-    // Replicas agree on failures, so all of them have stopped by now.
-    let mut cause = None;
-    for handle in others {
+    match fit_replica(plan, rank, main, schedule, &loss_of, hooks) {
+        Ok(model) => join(others).map(|()| model),
+        // Every replica has stopped at the same step; the cause is the failed replica's error.
+        Err(error) if error.is::<StoppedByPeer>() => Err(join(others).err().unwrap_or(error)),
+        // Rank 0's own failure is returned at once: another replica may be waiting for it.
+        Err(error) => Err(error),
+    }
+}
+
+/// Waits for the other replicas; the first error that is not a [`StoppedByPeer`].
+fn join(replicas: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
+    let mut cause = Ok(());
+    for handle in replicas {
         match handle.join() {
-            Ok(Err(error)) if !error.is::<StoppedByPeer>() => {
-                cause.get_or_insert(error);
-            }
+            Ok(Err(error)) if !error.is::<StoppedByPeer>() && cause.is_ok() => cause = Err(error),
             Ok(_) => {}
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
-    match (main_result, cause) {
-        (Err(error), Some(cause)) if error.is::<StoppedByPeer>() => Err(cause),
-        (result, _) => result,
-    }
+    cause
 }
 
 /// The loop of one replica.

@@ -392,3 +392,52 @@ fn a_diverging_data_parallel_run_stops_every_replica() {
         "{stderr}"
     );
 }
+
+/// An image that passes the folder scan (its header is whole) but cannot be decoded fails the
+/// batch of the replica that draws it — here the second replica, at the second step: both stop,
+/// the error names the file, and the run exits 1 instead of waiting in an all-reduce.
+#[test]
+fn a_replica_that_cannot_decode_an_image_stops_the_run() {
+    let dir = TempDir::new("ddp-badimage");
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..32u32 {
+        let image = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y * i) as u8]));
+        image.save(images.join(format!("{i:02}.png"))).unwrap();
+    }
+    // Batch 4 pairs = 8 images per step; at the second step (the first one also makes the
+    // preview grid) the second replica takes positions 12..16 of the epoch's order (seed 0),
+    // files in sorted order.
+    let second_replicas = eesmm::data::loader::epoch_order(32, 0, 0)[12];
+    let victim = images.join(format!("{second_replicas:02}.png"));
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let config = data_parallel_stage(&dir.0, "bad", "cpu,cpu", 32);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: 32}",
+        &format!("{{dataset: unlabelled_folder, root: {}}}", images.display()),
+    );
+    std::fs::write(&config, text.replace("batch_size: 16", "batch_size: 4")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["pretrain", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the data-parallel run hung after a replica failed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr.contains(&format!("{name}: cannot decode")),
+        "{stderr}"
+    );
+}
