@@ -51,6 +51,36 @@ pub fn eesmm(args: &[&str]) -> Output {
     eesmm_with_env(args, &[])
 }
 
+/// Runs the `eesmm` binary like [`eesmm`], failing the test if it has not exited after
+/// `seconds` (for runs that must not hang).
+pub fn eesmm_within(args: &[&str], seconds: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("eesmm {args:?} still running after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The values of `key` in a run directory's `metrics.jsonl`, in order (lines without it skipped).
+pub fn metric(run: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64())
+        .collect()
+}
+
 /// Largest absolute difference between two slices of the same length.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -102,13 +102,7 @@ fn fine_tuning_fits_twenty_cifar_images_and_eval_agrees() {
         &format!("device: cpu,cpu\n{}", text.replace("/run\n", "/run2\n")),
     );
     run_ok(&["finetune", "--config", &parallel]);
-    let losses = |run: &str| -> Vec<f64> {
-        std::fs::read_to_string(dir.0.join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
-            .collect()
-    };
+    let losses = |run: &str| metric(&dir.0.join(run), "loss");
     let (one, two) = (losses("run"), losses("run2"));
     assert_eq!(one.len(), two.len());
     assert!((one[0] - two[0]).abs() < 1e-4, "{} vs {}", one[0], two[0]);
@@ -158,13 +152,7 @@ fn the_full_recipe_resumes_to_the_same_classifier() {
         bytes("straight") == bytes("resumed"),
         "the resumed run ended elsewhere"
     );
-    let losses = |run: &str| -> Vec<f64> {
-        std::fs::read_to_string(dir.0.join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
-            .collect()
-    };
+    let losses = |run: &str| metric(&dir.0.join(run), "loss");
     assert_eq!(losses("straight").len(), 32);
     assert_eq!(losses("straight")[8..], losses("resumed")[..]);
 }

@@ -28,15 +28,7 @@ fn stage(dir: &Path, name: &str, images: usize, epochs: usize, extra: &str) -> P
 }
 
 fn losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
+    metric(run, "loss")
 }
 
 #[test]
@@ -283,13 +275,9 @@ fn two_replicas_train_like_one_device() {
         );
     }
     let terms = |run: &str| -> Vec<[f64; 3]> {
-        std::fs::read_to_string(dir.0.join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                ["first", "second", "mix"].map(|k| v[k].as_f64().unwrap())
-            })
+        let [first, second, mix] = ["first", "second", "mix"].map(|k| metric(&dir.0.join(run), k));
+        (0..first.len())
+            .map(|i| [first[i], second[i], mix[i]])
             .collect()
     };
     let (one, two) = (terms("one"), terms("two"));
@@ -364,21 +352,7 @@ fn a_diverging_data_parallel_run_stops_every_replica() {
         .replace("base_lr: 4.0e-3", "base_lr: 1.0e+30")
         .replace(", clip_grad: 5.0", "");
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
-        .args(["pretrain", "--config", config.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the data-parallel run hung after diverging");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = eesmm_within(&["pretrain", "--config", config.to_str().unwrap()], 120);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the loss became"), "{stderr}");
@@ -418,21 +392,7 @@ fn a_replica_that_cannot_decode_an_image_stops_the_run() {
         &format!("{{dataset: unlabelled_folder, root: {}}}", images.display()),
     );
     std::fs::write(&config, text.replace("batch_size: 16", "batch_size: 4")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
-        .args(["pretrain", "--config", config.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the data-parallel run hung after a replica failed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = eesmm_within(&["pretrain", "--config", config.to_str().unwrap()], 120);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let name = victim.file_name().unwrap().to_str().unwrap();
