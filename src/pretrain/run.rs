@@ -293,9 +293,10 @@ impl<B: AutodiffBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
     }
 }
 
-/// The reconstruction grid of a fixed batch: per row I1, I2 (as they entered the mix), their
-/// masked versions, the encoder input, its reconstruction, Î1, Î2 (SimMIM: image, masked image,
-/// reconstruction).
+/// The reconstruction grid of a fixed batch. Per row, EESMM: I1, I2 (as they entered the mix),
+/// their masked versions, the encoder input, its reconstruction, then Î1 and Î2 pasted into
+/// their images' masked cells (visible cells show the image, as in MAE's and SimMIM's figures:
+/// only masked cells are trained). SimMIM: image, masked image, reconstruction pasted the same way.
 fn write_preview<B: AutodiffBackend>(
     path: &Path,
     model: &PretrainModel<B>,
@@ -311,53 +312,48 @@ fn write_preview<B: AutodiffBackend>(
         .into_device::<B::InnerBackend>(format, grid, device);
     let out = objective.forward(&model.valid(), config, batch);
     let rows = preview.batch.min(4);
-    let plane = format.channels * format.size * format.size;
-    let split = |t: Tensor<B::InnerBackend, 4>| -> Vec<Vec<f32>> {
-        let data: Vec<f32> = t.into_data().convert::<f32>().to_vec().expect("f32");
-        data.chunks(plane).take(rows).map(<[f32]>::to_vec).collect()
+    let (size, plane) = (format.size, format.channels * format.size * format.size);
+    let to_rows = |images: &[f32]| -> Vec<Vec<f32>> {
+        images.chunks(plane).take(rows).map(<[f32]>::to_vec).collect()
     };
-    let masked = |images: &[f32], cells: &[f32]| -> Vec<Vec<f32>> {
+    let predicted = |t: Tensor<B::InnerBackend, 4>| -> Vec<Vec<f32>> {
+        to_rows(&t.into_data().convert::<f32>().to_vec::<f32>().expect("f32"))
+    };
+    // `images` where their cell is visible; where it is masked, `fill` (0, the mean, if none).
+    let paste = |images: &[f32], cells: &[f32], fill: Option<&[Vec<f32>]>| -> Vec<Vec<f32>> {
         (0..rows)
             .map(|i| {
-                let cell = |p: usize| {
-                    let (y, x) = (
-                        (p % (format.size * format.size)) / format.size,
-                        p % format.size,
-                    );
-                    cells[i * grid * grid
-                        + (y / objective.mask_patch_size) * grid
-                        + x / objective.mask_patch_size]
-                };
                 (0..plane)
-                    .map(|p| images[i * plane + p] * (1.0 - cell(p)))
+                    .map(|p| {
+                        let (y, x) = ((p % (size * size)) / size, p % size);
+                        let m = objective.mask_patch_size;
+                        match cells[i * grid * grid + (y / m) * grid + x / m] == 1.0 {
+                            true => fill.map_or(0.0, |f| f[i][p]),
+                            false => images[i * plane + p],
+                        }
+                    })
                     .collect()
             })
             .collect()
     };
-    let originals1: Vec<Vec<f32>> = preview
-        .first
-        .chunks(plane)
-        .take(rows)
-        .map(<[f32]>::to_vec)
-        .collect();
-    let mut columns = vec![originals1, masked(&preview.first, &preview.mask1)];
-    if let Some((second, mask2)) = &preview.second {
-        columns.insert(
-            1,
-            second
-                .chunks(plane)
-                .take(rows)
-                .map(<[f32]>::to_vec)
-                .collect(),
-        );
-        columns.push(masked(second, mask2));
-        columns.push(split(out.input));
-    }
-    columns.push(split(out.reconstruction));
-    if let Some(second) = out.second {
-        columns.push(split(out.first));
-        columns.push(split(second));
-    }
+    let (first, mask1) = (&preview.first, &preview.mask1);
+    let columns = match (&preview.second, out.second) {
+        (Some((second, mask2)), Some(second_out)) => vec![
+            to_rows(first),
+            to_rows(second),
+            paste(first, mask1, None),
+            paste(second, mask2, None),
+            predicted(out.input),
+            predicted(out.reconstruction),
+            paste(first, mask1, Some(&predicted(out.first))),
+            paste(second, mask2, Some(&predicted(second_out))),
+        ],
+        _ => vec![
+            to_rows(first),
+            paste(first, mask1, None),
+            paste(first, mask1, Some(&predicted(out.reconstruction))),
+        ],
+    };
     let table: Vec<Vec<Vec<f32>>> = (0..rows)
         .map(|r| columns.iter().map(|c| c[r].clone()).collect())
         .collect();
