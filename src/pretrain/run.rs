@@ -314,7 +314,11 @@ fn write_preview<B: AutodiffBackend>(
     let rows = preview.batch.min(4);
     let (size, plane) = (format.size, format.channels * format.size * format.size);
     let to_rows = |images: &[f32]| -> Vec<Vec<f32>> {
-        images.chunks(plane).take(rows).map(<[f32]>::to_vec).collect()
+        images
+            .chunks(plane)
+            .take(rows)
+            .map(<[f32]>::to_vec)
+            .collect()
     };
     let predicted = |t: Tensor<B::InnerBackend, 4>| -> Vec<Vec<f32>> {
         to_rows(&t.into_data().convert::<f32>().to_vec::<f32>().expect("f32"))
