@@ -54,7 +54,7 @@ pub struct StoppedByPeer {
 
 /// The collective operations of one replica; with one replica every operation is the identity.
 pub struct Collective<B: AutodiffBackend> {
-    pub rank: Rank,
+    rank: Rank,
     device: B::Device,
 }
 
