@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::kernels::TrainBackend;
 use anyhow::Result;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
@@ -108,7 +108,7 @@ pub fn median_seconds(warmup: usize, iters: usize, mut step: impl FnMut()) -> f6
     times[times.len() / 2]
 }
 
-fn measure<B: AutodiffBackend>(
+fn measure<B: TrainBackend>(
     config: &SwinConfig,
     batch: usize,
     args: &ThroughputArgs,
@@ -200,7 +200,7 @@ fn reset_peak_rss() {
 
 /// Median optimizer steps/s of both objectives on random images with real masks, mixing and
 /// AdamW, converted to images/s.
-fn measure_pretrain<B: AutodiffBackend>(
+fn measure_pretrain<B: TrainBackend>(
     config: &SwinConfig,
     batch: usize,
     args: &ThroughputArgs,

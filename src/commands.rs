@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::kernels::TrainBackend;
 use anyhow::{bail, ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -159,7 +160,7 @@ pub fn write_matrix<B: Backend>(path: &Path, tensor: Tensor<B, 2>) -> Result<()>
     npy::write(path, &shape, &data)
 }
 
-fn features<B: AutodiffBackend>(args: &FeaturesArgs, device: &B::Device) -> Result<()> {
+fn features<B: TrainBackend>(args: &FeaturesArgs, device: &B::Device) -> Result<()> {
     type Inference<B> = <B as AutodiffBackend>::InnerBackend;
     let config = SwinConfig::load(&args.model)?;
     let (model, _) =

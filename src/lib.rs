@@ -9,6 +9,7 @@ pub mod data;
 pub mod evaluate;
 pub mod finetune;
 pub mod fsutil;
+pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod onnx;

@@ -5,6 +5,7 @@ mod integration {
     pub mod common;
     mod data;
     mod finetune;
+    mod gradients;
     mod onnx;
     mod parity;
     mod pipeline;

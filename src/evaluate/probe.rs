@@ -1,13 +1,13 @@
 //! Judging a frozen encoder without fine-tuning it: a linear classifier trained on its pooled
 //! features (linear probe) and a weighted k-nearest-neighbour vote (k-NN, as in DINO).
 
+use crate::kernels::TrainBackend;
 use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::ClassificationReport;
@@ -104,7 +104,7 @@ fn standardized(set: &FeatureSet, (mean, std): &(Vec<f32>, Vec<f32>)) -> Feature
 }
 
 /// Trains a linear classifier on `train`'s features and reports it on `test`'s.
-pub fn linear_probe<B: AutodiffBackend>(
+pub fn linear_probe<B: TrainBackend>(
     train: &FeatureSet,
     test: &FeatureSet,
     class_names: &[String],

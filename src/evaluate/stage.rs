@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,6 +14,7 @@ use super::probe::{knn, linear_probe, FeatureSet, KnnConfig, LinearProbeConfig};
 use crate::commands::load_model;
 use crate::data::loader::ImageFormat;
 use crate::data::{DataConfig, Dataset};
+use crate::kernels::SwinOps;
 use crate::model::saved::SavedModel;
 use crate::model::{Swin, SwinConfig};
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
@@ -208,7 +208,7 @@ impl EvalStage {
         })
     }
 
-    fn evaluate<B: Backend>(&self, device: &B::Device) -> Result<ClassificationReport> {
+    fn evaluate<B: SwinOps>(&self, device: &B::Device) -> Result<ClassificationReport> {
         let config = architecture(self.model.as_deref(), Some(&self.weights))?;
         let (model, _) = load_model::<B>(config.clone(), &self.weights, true, device)?;
         let dataset = Arc::new(self.data.load(config.img_size)?);
@@ -220,7 +220,7 @@ impl EvalStage {
 }
 
 /// Logits of every image of `dataset` and the report they give.
-pub fn classify_dataset<B: Backend>(
+pub fn classify_dataset<B: SwinOps>(
     model: &Swin<B>,
     dataset: &Arc<Dataset>,
     format: &ImageFormat,
@@ -251,7 +251,7 @@ impl ProbeStage {
     /// The pooled features of both sets, cached next to the stage's output folder (in
     /// `<out_dir>/../.features/`, keyed by the weights' content, the model and the data) so
     /// that a probe and a k-NN of the same encoder extract them once.
-    fn features<B: Backend>(
+    fn features<B: SwinOps>(
         &self,
         device: &B::Device,
     ) -> Result<(FeatureSet, FeatureSet, Vec<String>)> {

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::kernels::{SwinOps, TrainBackend};
 use anyhow::{ensure, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -151,7 +151,7 @@ fn initial_model<B: Backend>(
     Ok(model)
 }
 
-fn train<B: AutodiffBackend>(
+fn train<B: TrainBackend>(
     stage: &FinetuneStage,
     resume: Option<PathBuf>,
     devices: &[B::Device],
@@ -300,7 +300,7 @@ fn train<B: AutodiffBackend>(
     Ok(report)
 }
 
-fn evaluate<B: Backend>(
+fn evaluate<B: SwinOps>(
     model: &Swin<B>,
     set: &Arc<Dataset>,
     format: &ImageFormat,
@@ -310,7 +310,7 @@ fn evaluate<B: Backend>(
 }
 
 /// EMA updates, EMA checkpoints, and at every epoch end: evaluation and the plots.
-struct FinetuneHooks<'a, B: AutodiffBackend> {
+struct FinetuneHooks<'a, B: TrainBackend> {
     run_dir: &'a Path,
     /// The averaged weights and their decay.
     ema: Option<(Swin<B::InnerBackend>, f64)>,
@@ -321,7 +321,7 @@ struct FinetuneHooks<'a, B: AutodiffBackend> {
     last_report: Option<ClassificationReport>,
 }
 
-impl<B: AutodiffBackend> fit::Hooks<Swin<B>> for FinetuneHooks<'_, B> {
+impl<B: TrainBackend> fit::Hooks<Swin<B>> for FinetuneHooks<'_, B> {
     fn after_step(&mut self, model: &Swin<B>) -> Result<()> {
         if let Some((ema, decay)) = self.ema.take() {
             self.ema = Some((blend_into(ema, &model.valid(), decay), decay));

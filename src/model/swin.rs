@@ -7,10 +7,10 @@ use burn::module::{Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::Distribution;
 
 use super::config::{StageGeometry, SwinConfig};
+use crate::kernels::{self, gelu, layer_norm as norm, SwinOps, LAYER_NORM_EPS};
 
 /// timm's weight init: truncated normal, std 0.02 (the truncation at ±2 is 100 std away).
 fn trunc_normal() -> Initializer {
@@ -28,7 +28,9 @@ fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device)
 }
 
 fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(dim).with_epsilon(1e-5).init(device)
+    LayerNormConfig::new(dim)
+        .with_epsilon(LAYER_NORM_EPS)
+        .init(device)
 }
 
 /// A Linear layer applied as one matrix product over all leading dimensions. burn's `linear` on
@@ -73,10 +75,12 @@ impl<B: Backend> PatchEmbed<B> {
             norm: layer_norm(config.embed_dim, device),
         }
     }
+}
 
+impl<B: SwinOps> PatchEmbed<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.proj.forward(images); // [B, D, H/p, W/p]
-        self.norm.forward(x.permute([0, 2, 3, 1])) // [B, H/p, W/p, D]
+        norm(&self.norm, x.permute([0, 2, 3, 1])) // [B, H/p, W/p, D]
     }
 }
 
@@ -215,32 +219,15 @@ impl<B: Backend> WindowAttention<B> {
             .reshape([n, n, self.num_heads])
             .permute([2, 0, 1])
     }
+}
 
+impl<B: SwinOps> WindowAttention<B> {
     /// `windows: [B*nW, N, C]`, `mask: [nW, N, N]` → `[B*nW, N, C]`.
     pub fn forward(&self, windows: Tensor<B, 3>, mask: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
-        let [bw, n, c] = windows.dims();
-        let heads = self.num_heads;
-        let head_dim = c / heads;
-        let qkv = apply_linear(&self.qkv, windows)
-            .reshape([bw, n, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]); // [3, B*nW, heads, N, hd]
-        let take = |i: usize| {
-            qkv.clone()
-                .narrow(0, i, 1)
-                .reshape([bw, heads, n, head_dim])
-        };
-        let (q, k, v) = (take(0), take(1), take(2));
-        let q = q.mul_scalar((head_dim as f64).powf(-0.5));
-        let mut attn = q.matmul(k.swap_dims(2, 3)); // [B*nW, heads, N, N]
-        attn = attn + self.relative_position_bias().unsqueeze_dim(0);
-        if let Some(mask) = mask {
-            let nw = mask.dims()[0];
-            attn = (attn.reshape([bw / nw, nw, heads, n, n])
-                + mask.clone().unsqueeze_dim::<4>(1).unsqueeze_dim(0))
-            .reshape([bw, heads, n, n]);
-        }
-        let out = softmax(attn, 3).matmul(v); // [B*nW, heads, N, hd]
-        apply_linear(&self.proj, out.swap_dims(1, 2).reshape([bw, n, c]))
+        let qkv = apply_linear(&self.qkv, windows); // [B*nW, N, 3C]
+        let bias = self.relative_position_bias(); // [heads, N, N]
+        let out = kernels::window_attention(qkv, bias, mask, self.num_heads); // [B*nW, N, C]
+        apply_linear(&self.proj, out)
     }
 }
 
@@ -251,7 +238,7 @@ pub struct Mlp<B: Backend> {
     pub fc2: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: SwinOps> Mlp<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         apply_linear(&self.fc2, gelu(apply_linear(&self.fc1, x)))
     }
@@ -320,17 +307,19 @@ impl<B: Backend> SwinBlock<B> {
     pub fn attn_mask(&self) -> Option<&Tensor<B, 3>> {
         self.attn_mask.as_ref()
     }
+}
 
+impl<B: SwinOps> SwinBlock<B> {
     /// `[B, H, W, C]` → `[B, H, W, C]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, h, w, _] = x.dims();
         let s = self.shift as i64;
-        let y = cyclic_shift(self.norm1.forward(x.clone()), -s);
+        let y = cyclic_shift(norm(&self.norm1, x.clone()), -s);
         let windows = window_partition(y, self.window); // [B*nW, ws², C]
         let windows = self.attn.forward(windows, self.attn_mask.as_ref());
         let y = cyclic_shift(window_reverse(windows, self.window, h, w), s); // [B, H, W, C]
         let x = x + drop_path(y, self.drop_path);
-        let y = self.mlp.forward(self.norm2.forward(x.clone()));
+        let y = self.mlp.forward(norm(&self.norm2, x.clone()));
         x + drop_path(y, self.drop_path)
     }
 }
@@ -343,14 +332,14 @@ pub struct PatchMerging<B: Backend> {
     pub reduction: Linear<B>,
 }
 
-impl<B: Backend> PatchMerging<B> {
+impl<B: SwinOps> PatchMerging<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, w, c] = x.dims();
         let x = x
             .reshape([b, h / 2, 2, w / 2, 2, c])
             .permute([0, 1, 3, 4, 2, 5]) // [B, H/2, W/2, dx, dy, C]
             .reshape([b, h / 2, w / 2, 4 * c]);
-        apply_linear(&self.reduction, self.norm.forward(x))
+        apply_linear(&self.reduction, norm(&self.norm, x))
     }
 }
 
@@ -362,7 +351,7 @@ pub struct SwinStage<B: Backend> {
     pub blocks: Vec<SwinBlock<B>>,
 }
 
-impl<B: Backend> SwinStage<B> {
+impl<B: SwinOps> SwinStage<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = match &self.downsample {
             Some(merge) => merge.forward(x),
@@ -419,7 +408,7 @@ impl SwinConfig {
     }
 }
 
-impl<B: Backend> Swin<B> {
+impl<B: SwinOps> Swin<B> {
     /// Patch embedding, with masked patches replaced by the mask token.
     /// `images: [B, C, H, W]`, `mask: [B, H/p, W/p]` (1 = masked) → `[B, H/p, W/p, D]`.
     pub fn embed(&self, images: Tensor<B, 4>, mask: Option<Tensor<B, 3>>) -> Tensor<B, 4> {
@@ -460,7 +449,7 @@ impl<B: Backend> Swin<B> {
             .layers
             .iter()
             .fold(embedded, |x, stage| stage.forward(x));
-        self.norm.forward(x)
+        norm(&self.norm, x)
     }
 
     /// Global average pool of a feature map: `[B, H, W, C]` → `[B, C]`.

@@ -12,6 +12,8 @@
 
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
+
+use crate::kernels::SwinOps;
 use serde::{Deserialize, Serialize};
 
 use super::mix::MixAugment;
@@ -255,7 +257,7 @@ fn masked_loss<B: Backend>(
 }
 
 impl ObjectiveConfig {
-    pub fn forward<B: Backend>(
+    pub fn forward<B: SwinOps>(
         &self,
         model: &PretrainModel<B>,
         config: &SwinConfig,

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::kernels::TrainBackend;
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -144,7 +144,7 @@ impl HostPairs {
     }
 }
 
-fn train<B: AutodiffBackend>(
+fn train<B: TrainBackend>(
     stage: &PretrainStage,
     resume: Option<PathBuf>,
     devices: &[B::Device],
@@ -242,7 +242,7 @@ fn train<B: AutodiffBackend>(
 }
 
 /// At every epoch end: `loss.png` and `recon_epochNNN.png` of a fixed batch.
-struct PretrainHooks<'a, B: AutodiffBackend> {
+struct PretrainHooks<'a, B: TrainBackend> {
     run_dir: &'a Path,
     config: &'a SwinConfig,
     objective: &'a ObjectiveConfig,
@@ -251,7 +251,7 @@ struct PretrainHooks<'a, B: AutodiffBackend> {
     device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
+impl<B: TrainBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
     fn end_of_epoch(
         &mut self,
         model: &PretrainModel<B>,
@@ -297,7 +297,7 @@ impl<B: AutodiffBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
 /// their masked versions, the encoder input, its reconstruction, then Î1 and Î2 pasted into
 /// their images' masked cells (visible cells show the image, as in MAE's and SimMIM's figures:
 /// only masked cells are trained). SimMIM: image, masked image, reconstruction pasted the same way.
-fn write_preview<B: AutodiffBackend>(
+fn write_preview<B: TrainBackend>(
     path: &Path,
     model: &PretrainModel<B>,
     config: &SwinConfig,
@@ -373,7 +373,7 @@ fn write_preview<B: AutodiffBackend>(
 /// The final encoder: burn record (`encoder.mpk`), timm-layout safetensors
 /// (`encoder.safetensors`, loadable by timm's SwinTransformer with num_classes=0) and
 /// `encoder.json` (model config and input normalisation).
-fn save_encoder<B: AutodiffBackend>(
+fn save_encoder<B: TrainBackend>(
     run_dir: &Path,
     model: &PretrainModel<B>,
     config: &SwinConfig,

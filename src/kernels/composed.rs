@@ -1,0 +1,148 @@
+//! The fused operations written with burn's tensor ops: the default of every backend without a
+//! kernel of its own (CUDA, Flex), and the reference the CPU kernels are tested against.
+//! Forward and backward follow the math in [`super::SwinOps`]; the backward is written out, not
+//! left to autodiff, so that every backend runs the same custom autodiff step.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorPrimitive;
+
+pub fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+pub fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+/// `[W, N, 3C]` → q, k, v, each `[W, heads, N, hd]`.
+fn split_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
+    let [w, n, c3] = qkv.dims();
+    let head_dim = c3 / 3 / heads;
+    let qkv = qkv
+        .reshape([w, n, 3, heads, head_dim])
+        .permute([2, 0, 3, 1, 4]); // [3, W, heads, N, hd]
+    let take = |i: usize| qkv.clone().narrow(0, i, 1).reshape([w, heads, n, head_dim]);
+    [take(0), take(1), take(2)]
+}
+
+fn scale(head_dim: usize) -> f64 {
+    (head_dim as f64).powf(-0.5)
+}
+
+/// `(out [W, N, C], probs [W, heads, N, N])`.
+pub fn window_attention<B: Backend>(
+    qkv: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    mask: Option<FloatTensor<B>>,
+    heads: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let qkv: Tensor<B, 3> = tensor(qkv);
+    let [w, n, c3] = qkv.dims();
+    let [q, k, v] = split_qkv(qkv, heads);
+    let mut logits = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(scale(c3 / 3 / heads))
+        + tensor::<B, 3>(bias).unsqueeze_dim(0); // [W, heads, N, N]
+    if let Some(mask) = mask {
+        let mask: Tensor<B, 3> = tensor(mask);
+        let nw = mask.dims()[0];
+        logits = (logits.reshape([w / nw, nw, heads, n, n])
+            + mask.unsqueeze_dim::<4>(1).unsqueeze_dim(0))
+        .reshape([w, heads, n, n]);
+    }
+    let probs = softmax(logits, 3);
+    let out = probs
+        .clone()
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([w, n, c3 / 3]);
+    (primitive(out), primitive(probs))
+}
+
+/// `(d_qkv [W, N, 3C], d_bias [heads, N, N])`.
+pub fn window_attention_backward<B: Backend>(
+    qkv: FloatTensor<B>,
+    probs: FloatTensor<B>,
+    d_out: FloatTensor<B>,
+    heads: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let qkv: Tensor<B, 3> = tensor(qkv);
+    let [w, n, c3] = qkv.dims();
+    let head_dim = c3 / 3 / heads;
+    let [q, k, v] = split_qkv(qkv, heads);
+    let probs: Tensor<B, 4> = tensor(probs);
+    let d_out = tensor::<B, 3>(d_out)
+        .reshape([w, n, heads, head_dim])
+        .swap_dims(1, 2); // [W, heads, N, hd]
+    let d_v = probs.clone().swap_dims(2, 3).matmul(d_out.clone());
+    let d_probs = d_out.matmul(v.swap_dims(2, 3));
+    let centre = (probs.clone() * d_probs.clone()).sum_dim(3);
+    let d_logits = probs * (d_probs - centre); // [W, heads, N, N]
+    let s = scale(head_dim);
+    let d_q = d_logits.clone().matmul(k).mul_scalar(s);
+    let d_k = d_logits.clone().swap_dims(2, 3).matmul(q).mul_scalar(s);
+    let d_qkv = Tensor::stack::<5>(vec![d_q, d_k, d_v], 0) // [3, W, heads, N, hd]
+        .permute([1, 3, 0, 2, 4])
+        .reshape([w, n, c3]);
+    let d_bias = d_logits.sum_dim(0).reshape([heads, n, n]);
+    (primitive(d_qkv), primitive(d_bias))
+}
+
+/// LayerNorm over the last axis of `x: [rows, C]`: `(y, stats [rows, 2])`, stats = mean, 1/σ.
+pub fn layer_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x: Tensor<B, 2> = tensor(x);
+    let mean = x.clone().mean_dim(1); // [rows, 1]
+    let centred = x - mean.clone();
+    let var = centred.clone().powi_scalar(2).mean_dim(1);
+    let rstd = var.add_scalar(eps).sqrt().recip();
+    let y = centred * rstd.clone() * tensor::<B, 1>(gamma).unsqueeze_dim(0)
+        + tensor::<B, 1>(beta).unsqueeze_dim(0);
+    (primitive(y), primitive(Tensor::cat(vec![mean, rstd], 1)))
+}
+
+/// `(dx, dgamma, dbeta)` of [`layer_norm`].
+pub fn layer_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    d_y: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (x, d_y): (Tensor<B, 2>, Tensor<B, 2>) = (tensor(x), tensor(d_y));
+    let stats: Tensor<B, 2> = tensor(stats);
+    let (mean, rstd) = (stats.clone().narrow(1, 0, 1), stats.narrow(1, 1, 1));
+    let x_hat = (x - mean) * rstd.clone();
+    let g = d_y.clone() * tensor::<B, 1>(gamma).unsqueeze_dim(0);
+    let d_x = rstd
+        * (g.clone() - g.clone().mean_dim(1) - x_hat.clone() * (g * x_hat.clone()).mean_dim(1));
+    let c = x_hat.dims()[1];
+    let d_gamma = (d_y.clone() * x_hat).sum_dim(0).reshape([c]);
+    let d_beta = d_y.sum_dim(0).reshape([c]);
+    (primitive(d_x), primitive(d_gamma), primitive(d_beta))
+}
+
+/// Exact GELU (burn's, with `erf`).
+pub fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    primitive(burn::tensor::activation::gelu(tensor::<B, 1>(x)))
+}
+
+/// `dy · (Φ(x) + x φ(x))`, the derivative of the exact GELU. (burn 0.21's own `gelu_backward`
+/// is the derivative of the tanh approximation, up to 1e-3 off.)
+pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, d_y: FloatTensor<B>) -> FloatTensor<B> {
+    let x: Tensor<B, 1> = tensor(x);
+    let cdf = x
+        .clone()
+        .div_scalar(std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        * 0.5;
+    let pdf = (x.clone().powi_scalar(2) * -0.5).exp()
+        * (0.5 * std::f64::consts::FRAC_2_SQRT_PI / std::f64::consts::SQRT_2);
+    primitive((cdf + x * pdf) * tensor::<B, 1>(d_y))
+}

@@ -1,0 +1,352 @@
+//! The fused kernels on plain `f32` slices, parallel over windows or rows with rayon. Work is
+//! split into chunks whose size does not depend on the thread count, and partial sums are added
+//! in chunk order, so results are the same bit for bit on any number of threads.
+
+use rayon::prelude::*;
+
+use super::math;
+
+/// Rows of a LayerNorm or elements of a GELU handled by one rayon task.
+const ROWS_PER_TASK: usize = 64;
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
+
+/// The geometry of one window-attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct Attention {
+    /// Windows in the batch (`B · nW`).
+    pub windows: usize,
+    /// Tokens per window (`ws²`).
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Windows per image when a shift mask `[nW, N, N]` is given.
+    pub mask_windows: Option<usize>,
+}
+
+impl Attention {
+    fn channels(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        (self.head_dim as f32).powf(-0.5)
+    }
+
+    /// Floats of one window's attention probabilities, `[heads, N, N]`.
+    pub fn probs_len(&self) -> usize {
+        self.heads * self.tokens * self.tokens
+    }
+}
+
+/// `y += a · x`.
+#[inline(always)]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+/// Softmax of one row in place.
+#[inline(always)]
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = math::exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Copies head `h`'s slice `[N, hd]` of part `part` (0 = q, 1 = k, 2 = v) of one window's
+/// `[N, 3C]` qkv, transposed to `[hd, N]`.
+fn gather_transposed(qkv: &[f32], s: &Attention, part: usize, h: usize, out: &mut [f32]) {
+    let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
+    for j in 0..n {
+        let row = &qkv[j * 3 * c + part * c + h * hd..][..hd];
+        for (d, &v) in row.iter().enumerate() {
+            out[d * n + j] = v;
+        }
+    }
+}
+
+/// One window: `qkv: [N, 3C]` → `out: [N, C]`, `probs: [heads, N, N]`.
+fn attention_window(
+    qkv: &[f32],
+    bias: &[f32],
+    mask: Option<&[f32]>,
+    s: &Attention,
+    out: &mut [f32],
+    probs: &mut [f32],
+    k_t: &mut [f32],
+) {
+    let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
+    let scale = s.scale();
+    for h in 0..s.heads {
+        gather_transposed(qkv, s, 1, h, k_t); // [hd, N]
+        for i in 0..n {
+            let q = &qkv[i * 3 * c + h * hd..][..hd];
+            let logits = &mut probs[(h * n + i) * n..][..n];
+            logits.copy_from_slice(&bias[(h * n + i) * n..][..n]);
+            if let Some(mask) = mask {
+                axpy(1.0, &mask[i * n..][..n], logits);
+            }
+            for (d, &q_d) in q.iter().enumerate() {
+                axpy(q_d * scale, &k_t[d * n..][..n], logits);
+            }
+            softmax(logits);
+            let o = &mut out[i * c + h * hd..][..hd];
+            o.fill(0.0);
+            for (j, &p) in logits.iter().enumerate() {
+                axpy(p, &qkv[j * 3 * c + 2 * c + h * hd..][..hd], o);
+            }
+        }
+    }
+}
+
+fn window_mask<'a>(mask: Option<&'a [f32]>, s: &Attention, w: usize) -> Option<&'a [f32]> {
+    let nn = s.tokens * s.tokens;
+    mask.zip(s.mask_windows)
+        .map(|(m, nw)| &m[(w % nw) * nn..][..nn])
+}
+
+/// `qkv: [W, N, 3C]` (per token: q, k, v, each heads × head_dim), `bias: [heads, N, N]`,
+/// `mask: [nW, N, N]` → `out: [W, N, C]`, and `probs: [W, heads, N, N]` when asked for (the
+/// state of [`attention_backward`]).
+pub fn attention_forward(
+    qkv: &[f32],
+    bias: &[f32],
+    mask: Option<&[f32]>,
+    s: &Attention,
+    probs: Option<&mut [f32]>,
+) -> Vec<f32> {
+    let (n, c) = (s.tokens, s.channels());
+    let mut out = vec![0.0; s.windows * n * c];
+    let scratch = || (vec![0.0; s.head_dim * n], vec![0.0; s.probs_len()]);
+    let windows = qkv.par_chunks(n * 3 * c).zip(out.par_chunks_mut(n * c));
+    match probs {
+        Some(probs) => windows
+            .zip(probs.par_chunks_mut(s.probs_len()))
+            .enumerate()
+            .for_each_init(scratch, |(k_t, _), (w, ((qkv, out), probs))| {
+                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs, k_t)
+            }),
+        None => windows
+            .enumerate()
+            .for_each_init(scratch, |(k_t, probs), (w, (qkv, out))| {
+                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs, k_t)
+            }),
+    }
+    out
+}
+
+/// One window's backward: `d_qkv: [N, 3C]` and `d_logits: [heads, N, N]` from `qkv`, `probs`
+/// and `d_out: [N, C]`.
+fn attention_window_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    d_out: &[f32],
+    s: &Attention,
+    d_qkv: &mut [f32],
+    d_logits: &mut [f32],
+    v_t: &mut [f32],
+) {
+    let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
+    let scale = s.scale();
+    let at = |part: usize, h: usize, j: usize| j * 3 * c + part * c + h * hd;
+    for h in 0..s.heads {
+        gather_transposed(qkv, s, 2, h, v_t); // [hd, N]
+        for i in 0..n {
+            let p = &probs[(h * n + i) * n..][..n];
+            let d_o = &d_out[i * c + h * hd..][..hd];
+            // dV[j] += P[i, j] dO[i]
+            for (j, &p_ij) in p.iter().enumerate() {
+                axpy(p_ij, d_o, &mut d_qkv[at(2, h, j)..][..hd]);
+            }
+            // dP[i, :] = dO[i] · Vᵀ, then dS = P ∘ (dP − Σ_j P dP)
+            let d_s = &mut d_logits[(h * n + i) * n..][..n];
+            d_s.fill(0.0);
+            for (d, &g) in d_o.iter().enumerate() {
+                axpy(g, &v_t[d * n..][..n], d_s);
+            }
+            let centre = dot(p, d_s);
+            for (ds, &p) in d_s.iter_mut().zip(p) {
+                *ds = p * (*ds - centre);
+            }
+            // dQ[i] = scale Σ_j dS[i, j] K[j];  dK[j] += scale dS[i, j] Q[i]
+            for (j, &g) in d_s.iter().enumerate() {
+                let g = g * scale;
+                axpy(
+                    g,
+                    &qkv[at(1, h, j)..][..hd],
+                    &mut d_qkv[at(0, h, i)..][..hd],
+                );
+                axpy(
+                    g,
+                    &qkv[at(0, h, i)..][..hd],
+                    &mut d_qkv[at(1, h, j)..][..hd],
+                );
+            }
+        }
+    }
+}
+
+/// Backward of [`attention_forward`]: `d_qkv: [W, N, 3C]` and `d_bias: [heads, N, N]` (the
+/// logits' gradient summed over windows) from `qkv`, `probs: [W, heads, N, N]` and
+/// `d_out: [W, N, C]`.
+pub fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    d_out: &[f32],
+    s: &Attention,
+) -> (Vec<f32>, Vec<f32>) {
+    let (n, c, len) = (s.tokens, s.channels(), s.probs_len());
+    let mut d_qkv = vec![0.0; s.windows * n * 3 * c];
+    let mut d_logits = vec![0.0; s.windows * len];
+    qkv.par_chunks(n * 3 * c)
+        .zip(probs.par_chunks(len))
+        .zip(d_out.par_chunks(n * c))
+        .zip(d_qkv.par_chunks_mut(n * 3 * c))
+        .zip(d_logits.par_chunks_mut(len))
+        .for_each_init(
+            || vec![0.0; s.head_dim * n],
+            |v_t, ((((qkv, probs), d_out), d_qkv), d_logits)| {
+                attention_window_backward(qkv, probs, d_out, s, d_qkv, d_logits, v_t)
+            },
+        );
+    let mut d_bias = vec![0.0; len];
+    d_bias
+        .par_chunks_mut(ELEMENTS_PER_TASK / 16)
+        .enumerate()
+        .for_each(|(k, chunk)| {
+            let start = k * (ELEMENTS_PER_TASK / 16);
+            for window in d_logits.chunks(len) {
+                axpy(1.0, &window[start..start + chunk.len()], chunk);
+            }
+        });
+    (d_qkv, d_bias)
+}
+
+/// LayerNorm over the last axis of `x: [rows, C]` → `y`, and `stats: [rows, 2]` (mean and
+/// 1/σ of each row) when asked for.
+pub fn layer_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    stats: Option<&mut [f32]>,
+) -> Vec<f32> {
+    let c = gamma.len();
+    let mut y = vec![0.0; x.len()];
+    let row = |x: &[f32], y: &mut [f32]| {
+        let mean = x.iter().sum::<f32>() / c as f32;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *y = (x - mean) * rstd * g + b;
+        }
+        [mean, rstd]
+    };
+    let tasks = x
+        .par_chunks(ROWS_PER_TASK * c)
+        .zip(y.par_chunks_mut(ROWS_PER_TASK * c));
+    match stats {
+        Some(stats) => {
+            tasks
+                .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
+                .for_each(|((x, y), stats)| {
+                    for ((x, y), st) in x.chunks(c).zip(y.chunks_mut(c)).zip(stats.chunks_mut(2)) {
+                        st.copy_from_slice(&row(x, y));
+                    }
+                })
+        }
+        None => tasks.for_each(|(x, y)| {
+            for (x, y) in x.chunks(c).zip(y.chunks_mut(c)) {
+                row(x, y);
+            }
+        }),
+    }
+    y
+}
+
+/// Backward of [`layer_norm_forward`]: `(dx, dgamma, dbeta)`.
+pub fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &[f32],
+    d_y: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = gamma.len();
+    let mut d_x = vec![0.0; x.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = x
+        .par_chunks(ROWS_PER_TASK * c)
+        .zip(stats.par_chunks(ROWS_PER_TASK * 2))
+        .zip(d_y.par_chunks(ROWS_PER_TASK * c))
+        .zip(d_x.par_chunks_mut(ROWS_PER_TASK * c))
+        .map(|(((x, stats), d_y), d_x)| {
+            let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
+            let mut x_hat = vec![0.0; c];
+            for (((x, st), d_y), d_x) in x
+                .chunks(c)
+                .zip(stats.chunks(2))
+                .zip(d_y.chunks(c))
+                .zip(d_x.chunks_mut(c))
+            {
+                let (mean, rstd) = (st[0], st[1]);
+                let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+                for k in 0..c {
+                    x_hat[k] = (x[k] - mean) * rstd;
+                    let g = d_y[k] * gamma[k];
+                    sum_g += g;
+                    sum_gx += g * x_hat[k];
+                    d_gamma[k] += d_y[k] * x_hat[k];
+                    d_beta[k] += d_y[k];
+                }
+                let (mean_g, mean_gx) = (sum_g / c as f32, sum_gx / c as f32);
+                for k in 0..c {
+                    d_x[k] = rstd * (d_y[k] * gamma[k] - mean_g - x_hat[k] * mean_gx);
+                }
+            }
+            (d_gamma, d_beta)
+        })
+        .collect();
+    let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
+    for (g, b) in &partials {
+        axpy(1.0, g, &mut d_gamma);
+        axpy(1.0, b, &mut d_beta);
+    }
+    (d_x, d_gamma, d_beta)
+}
+
+/// Exact (erf) GELU of every element.
+pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    x.par_chunks(ELEMENTS_PER_TASK)
+        .zip(y.par_chunks_mut(ELEMENTS_PER_TASK))
+        .for_each(|(x, y)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = math::gelu(x);
+            }
+        });
+    y
+}
+
+/// `dx = dy · gelu'(x)`.
+pub fn gelu_backward(x: &[f32], d_y: &[f32]) -> Vec<f32> {
+    let mut d_x = vec![0.0; x.len()];
+    x.par_chunks(ELEMENTS_PER_TASK)
+        .zip(d_y.par_chunks(ELEMENTS_PER_TASK))
+        .zip(d_x.par_chunks_mut(ELEMENTS_PER_TASK))
+        .for_each(|((x, d_y), d_x)| {
+            for ((d_x, &x), &g) in d_x.iter_mut().zip(x).zip(d_y) {
+                *d_x = g * math::gelu_derivative(x);
+            }
+        });
+    d_x
+}

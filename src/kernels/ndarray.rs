@@ -1,0 +1,212 @@
+//! burn's NdArray backend runs the fused operations as the [`cpu`](super::cpu) kernels, on its
+//! f32 storage directly (a copy only where an input is not contiguous). Other element types fall
+//! back to the composed ops.
+
+use std::borrow::Cow;
+
+use burn::backend::ndarray::{NdArray, NdArrayTensor};
+use burn::tensor::ops::FloatTensor;
+use ndarray::{ArcArray, IxDyn};
+
+use super::cpu::{self, Attention};
+use super::{composed, dims, SwinOps};
+
+/// The row-major f32 elements of `x`, or `None` for another element type.
+fn values(x: &NdArrayTensor) -> Option<Cow<'_, [f32]>> {
+    match x {
+        NdArrayTensor::F32(storage) => {
+            let view = storage.view();
+            Some(match view.to_slice() {
+                Some(slice) => Cow::Borrowed(slice),
+                None => Cow::Owned(view.iter().copied().collect()),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn optional_values(x: &Option<NdArrayTensor>) -> Option<Option<Cow<'_, [f32]>>> {
+    match x {
+        Some(x) => values(x).map(Some),
+        None => Some(None),
+    }
+}
+
+fn from_values(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
+    ArcArray::from_shape_vec(IxDyn(shape), values)
+        .expect("a kernel's output has its shape's length")
+        .into()
+}
+
+fn attention_geometry(
+    qkv: &NdArrayTensor,
+    heads: usize,
+    mask: &Option<NdArrayTensor>,
+) -> Attention {
+    let shape = dims::<NdArray>(qkv);
+    Attention {
+        windows: shape[0],
+        tokens: shape[1],
+        heads,
+        head_dim: shape[2] / 3 / heads,
+        mask_windows: mask.as_ref().map(|m| dims::<NdArray>(m)[0]),
+    }
+}
+
+/// `[W, N, C]` of an attention input `[W, N, 3C]`.
+fn attention_output_shape(qkv: &NdArrayTensor) -> Vec<usize> {
+    let shape = dims::<NdArray>(qkv);
+    vec![shape[0], shape[1], shape[2] / 3]
+}
+
+fn layer_norm_forward(
+    x: &NdArrayTensor,
+    gamma: &NdArrayTensor,
+    beta: &NdArrayTensor,
+    eps: f64,
+    with_stats: bool,
+) -> Option<(NdArrayTensor, Option<NdArrayTensor>)> {
+    let (x_values, gamma, beta) = (values(x)?, values(gamma)?, values(beta)?);
+    let rows = x_values.len() / gamma.len();
+    let mut stats = with_stats.then(|| vec![0.0; rows * 2]);
+    let y = cpu::layer_norm_forward(&x_values, &gamma, &beta, eps as f32, stats.as_deref_mut());
+    Some((
+        from_values(y, &dims::<NdArray>(x)),
+        stats.map(|s| from_values(s, &[rows, 2])),
+    ))
+}
+
+impl SwinOps for NdArray {
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let fused = || {
+            let s = attention_geometry(&qkv, heads, &mask);
+            let mask = optional_values(&mask)?;
+            let out =
+                cpu::attention_forward(&values(&qkv)?, &values(&bias)?, mask.as_deref(), &s, None);
+            Some(from_values(out, &attention_output_shape(&qkv)))
+        };
+        match fused() {
+            Some(out) => out,
+            None => composed::window_attention::<Self>(qkv, bias, mask, heads).0,
+        }
+    }
+
+    fn fused_window_attention_saving_probs(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let fused = || {
+            let s = attention_geometry(&qkv, heads, &mask);
+            let mask = optional_values(&mask)?;
+            let mut probs = vec![0.0; s.windows * s.probs_len()];
+            let out = cpu::attention_forward(
+                &values(&qkv)?,
+                &values(&bias)?,
+                mask.as_deref(),
+                &s,
+                Some(&mut probs),
+            );
+            let probs_shape = [s.windows, s.heads, s.tokens, s.tokens];
+            Some((
+                from_values(out, &attention_output_shape(&qkv)),
+                from_values(probs, &probs_shape),
+            ))
+        };
+        match fused() {
+            Some(result) => result,
+            None => composed::window_attention::<Self>(qkv, bias, mask, heads),
+        }
+    }
+
+    fn fused_window_attention_backward(
+        qkv: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let fused = || {
+            let s = attention_geometry(&qkv, heads, &None);
+            let (d_qkv, d_bias) =
+                cpu::attention_backward(&values(&qkv)?, &values(&probs)?, &values(&d_out)?, &s);
+            Some((
+                from_values(d_qkv, &dims::<Self>(&qkv)),
+                from_values(d_bias, &[s.heads, s.tokens, s.tokens]),
+            ))
+        };
+        match fused() {
+            Some(result) => result,
+            None => composed::window_attention_backward::<Self>(qkv, probs, d_out, heads),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        match layer_norm_forward(&x, &gamma, &beta, eps, false) {
+            Some((y, _)) => y,
+            None => composed::layer_norm::<Self>(x, gamma, beta, eps).0,
+        }
+    }
+
+    fn fused_layer_norm_saving_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match layer_norm_forward(&x, &gamma, &beta, eps, true) {
+            Some((y, Some(stats))) => (y, stats),
+            _ => composed::layer_norm::<Self>(x, gamma, beta, eps),
+        }
+    }
+
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        d_y: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let fused = || {
+            let (d_x, d_gamma, d_beta) = cpu::layer_norm_backward(
+                &values(&x)?,
+                &values(&gamma)?,
+                &values(&stats)?,
+                &values(&d_y)?,
+            );
+            let c = [d_gamma.len()];
+            Some((
+                from_values(d_x, &dims::<Self>(&x)),
+                from_values(d_gamma, &c),
+                from_values(d_beta, &c),
+            ))
+        };
+        match fused() {
+            Some(result) => result,
+            None => composed::layer_norm_backward::<Self>(x, gamma, stats, d_y),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match values(&x) {
+            Some(v) => from_values(cpu::gelu_forward(&v), &dims::<Self>(&x)),
+            None => composed::gelu::<Self>(x),
+        }
+    }
+
+    fn fused_gelu_backward(x: FloatTensor<Self>, d_y: FloatTensor<Self>) -> FloatTensor<Self> {
+        match (values(&x), values(&d_y)) {
+            (Some(v), Some(g)) => from_values(cpu::gelu_backward(&v, &g), &dims::<Self>(&x)),
+            _ => composed::gelu_backward::<Self>(x, d_y),
+        }
+    }
+}
