@@ -8,8 +8,45 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorMetadata;
 
 use super::SwinOps;
+
+/// The gradient of a window partition is the merge of the gradient's windows, and back.
+#[derive(Debug)]
+struct WindowPartitionBackward;
+
+impl<B: SwinOps> Backward<B, 1> for WindowPartitionBackward {
+    /// window, shift, height, width.
+    type State = [usize; 4];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let d_windows = grads.consume::<B>(&ops.node);
+        let [window, shift, height, width] = ops.state;
+        if let Some(node) = x_node {
+            let d_x = B::fused_window_merge(d_windows, window, shift, height, width);
+            grads.register::<B>(node.id, d_x);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct WindowMergeBackward;
+
+impl<B: SwinOps> Backward<B, 1> for WindowMergeBackward {
+    /// window, shift.
+    type State = [usize; 2];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [windows_node] = ops.parents;
+        let d_x = grads.consume::<B>(&ops.node);
+        let [window, shift] = ops.state;
+        if let Some(node) = windows_node {
+            grads.register::<B>(node.id, B::fused_window_partition(d_x, window, shift));
+        }
+    }
+}
 
 #[derive(Debug)]
 struct WindowAttentionBackward;
@@ -69,6 +106,45 @@ impl<B: SwinOps> Backward<B, 1> for GeluBackward {
 }
 
 impl<B: SwinOps, C: CheckpointStrategy> SwinOps for Autodiff<B, C> {
+    fn fused_window_partition(
+        x: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+    ) -> FloatTensor<Self> {
+        let shape = x.primitive.shape();
+        let state = [window, shift, shape[1], shape[2]];
+        match WindowPartitionBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(state, B::fused_window_partition(x.primitive, window, shift))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_window_partition(x.primitive, window, shift))
+            }
+        }
+    }
+
+    fn fused_window_merge(
+        windows: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+        height: usize,
+        width: usize,
+    ) -> FloatTensor<Self> {
+        let merge = |w| B::fused_window_merge(w, window, shift, height, width);
+        match WindowMergeBackward
+            .prepare::<C>([windows.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish([window, shift], merge(windows.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(merge(windows.primitive)),
+        }
+    }
+
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,

@@ -27,8 +27,77 @@ fn split_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
     [take(0), take(1), take(2)]
 }
 
+/// `torch.roll(x, shifts=(shift, shift), dims=(1, 2))` on `[B, H, W, C]`: element `j` of the result
+/// is element `j - shift` of the input, wrapping around. Written as two slices and a concat per
+/// axis, the form the ONNX export uses. (burn's `Tensor::roll` shifts the other way.)
+pub fn cyclic_shift<B: Backend>(x: Tensor<B, 4>, shift: i64) -> Tensor<B, 4> {
+    let roll = |x: Tensor<B, 4>, dim: usize| {
+        let size = x.dims()[dim];
+        let k = shift.rem_euclid(size as i64) as usize;
+        if k == 0 {
+            return x;
+        }
+        Tensor::cat(
+            vec![
+                x.clone().narrow(dim, size - k, k),
+                x.narrow(dim, 0, size - k),
+            ],
+            dim,
+        )
+    };
+    roll(roll(x, 1), 2)
+}
+
+/// `[B, H, W, C]` → `[B * nW, ws*ws, C]`, windows ordered batch-major then row-major.
+pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
+    let [b, h, w, c] = x.dims();
+    x.reshape([b, h / ws, ws, w / ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, W/ws, ws, ws, C]
+        .reshape([b * (h / ws) * (w / ws), ws * ws, c])
+}
+
+/// Inverse of [`window_partition`]: `[B * nW, ws*ws, C]` → `[B, H, W, C]`.
+pub fn window_reverse<B: Backend>(
+    windows: Tensor<B, 3>,
+    ws: usize,
+    h: usize,
+    w: usize,
+) -> Tensor<B, 4> {
+    let c = windows.dims()[2];
+    let b = windows.dims()[0] / ((h / ws) * (w / ws));
+    windows
+        .reshape([b, h / ws, w / ws, ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, ws, W/ws, ws, C]
+        .reshape([b, h, w, c])
+}
+
 fn scale(head_dim: usize) -> f64 {
     (head_dim as f64).powf(-0.5)
+}
+
+/// `[B, H, W, C]` rolled by `-shift` on both axes (timm's shift before attention), as windows
+/// `[B * nW, ws², C]`.
+pub fn window_partition_shifted<B: Backend>(
+    x: FloatTensor<B>,
+    window: usize,
+    shift: usize,
+) -> FloatTensor<B> {
+    primitive(window_partition(
+        cyclic_shift(tensor::<B, 4>(x), -(shift as i64)),
+        window,
+    ))
+}
+
+/// Inverse of [`window_partition_shifted`]: windows `[B * nW, ws², C]` → `[B, H, W, C]`.
+pub fn window_merge_shifted<B: Backend>(
+    windows: FloatTensor<B>,
+    window: usize,
+    shift: usize,
+    height: usize,
+    width: usize,
+) -> FloatTensor<B> {
+    let merged = window_reverse(tensor::<B, 3>(windows), window, height, width);
+    primitive(cyclic_shift(merged, shift as i64))
 }
 
 /// `(out [W, N, C], probs [W, heads, N, N])`.
@@ -145,4 +214,41 @@ pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, d_y: FloatTensor<B>) -> Floa
     let pdf = (x.clone().powi_scalar(2) * -0.5).exp()
         * (0.5 * std::f64::consts::FRAC_2_SQRT_PI / std::f64::consts::SQRT_2);
     primitive((cdf + x * pdf) * tensor::<B, 1>(d_y))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    type B = burn::backend::NdArray;
+
+    #[test]
+    fn cyclic_shift_follows_torch_roll() {
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new((0..16).map(|v| v as f32).collect(), [1, 4, 4, 1]),
+            &Default::default(),
+        );
+        // torch.roll(arange(16).view(1,4,4,1), shifts=(1,1), dims=(1,2))[0,:,:,0]
+        let rolled: Vec<f32> = cyclic_shift(x.clone(), 1).into_data().to_vec().unwrap();
+        assert_eq!(
+            rolled,
+            [15., 12., 13., 14., 3., 0., 1., 2., 7., 4., 5., 6., 11., 8., 9., 10.]
+        );
+        let back: Vec<f32> = cyclic_shift(cyclic_shift(x.clone(), 1), -1)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(back, x.into_data().to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn window_partition_and_reverse_are_inverse() {
+        let x = Tensor::<B, 4>::random([2, 8, 8, 3], Distribution::Default, &Default::default());
+        let windows = window_partition(x.clone(), 4);
+        assert_eq!(windows.dims(), [8, 16, 3]);
+        let back = window_reverse(windows, 4, 8, 8);
+        assert_eq!(back.into_data(), x.into_data());
+    }
 }

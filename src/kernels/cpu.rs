@@ -6,9 +6,94 @@ use rayon::prelude::*;
 
 use super::math;
 
+/// Defines `fn $name(args) -> ret` that runs `$body` compiled for AVX2 + FMA when the CPU has
+/// them (checked once, then a cached flag), and for the build's baseline otherwise. The kernels
+/// add lane by lane in a fixed order, so both versions give the same bits.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// Rows of a LayerNorm or elements of a GELU handled by one rayon task.
 const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
+
+/// A `[B, H, W, C]` map and its `window × window` windows after a roll by `-shift`.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub window: usize,
+    pub shift: usize,
+}
+
+impl Windows {
+    /// For token `t` of window `(wy, wx)`, the offset of its row in one image of the map.
+    fn source(&self, wy: usize, wx: usize, t: usize) -> usize {
+        let y = (wy * self.window + t / self.window + self.shift) % self.height;
+        let x = (wx * self.window + t % self.window + self.shift) % self.width;
+        (y * self.width + x) * self.channels
+    }
+
+    fn per_image(&self) -> (usize, usize) {
+        (self.height / self.window, self.width / self.window)
+    }
+}
+
+/// The windows `[B·nW, ws², C]` of `map: [B, H, W, C]` (one copy of each token row).
+pub fn window_partition(map: &[f32], s: &Windows) -> Vec<f32> {
+    let (rows, cols) = s.per_image();
+    let (c, area) = (s.channels, s.window * s.window);
+    let image = s.height * s.width * c;
+    let mut windows = vec![0.0; map.len()];
+    windows
+        .par_chunks_mut(area * c)
+        .enumerate()
+        .for_each(|(w, out)| {
+            let (b, wy, wx) = (w / (rows * cols), w / cols % rows, w % cols);
+            let src = &map[b * image..][..image];
+            for (t, row) in out.chunks_mut(c).enumerate() {
+                row.copy_from_slice(&src[s.source(wy, wx, t)..][..c]);
+            }
+        });
+    windows
+}
+
+/// The map `[B, H, W, C]` of `windows: [B·nW, ws², C]`, the inverse of [`window_partition`].
+pub fn window_merge(windows: &[f32], s: &Windows) -> Vec<f32> {
+    let (rows, cols) = s.per_image();
+    let (c, area) = (s.channels, s.window * s.window);
+    let mut map = vec![0.0; windows.len()];
+    map.par_chunks_mut(s.height * s.width * c)
+        .zip(windows.par_chunks(rows * cols * area * c))
+        .for_each(|(image, windows)| {
+            for (w, window) in windows.chunks(area * c).enumerate() {
+                for (t, row) in window.chunks(c).enumerate() {
+                    image[s.source(w / cols, w % cols, t)..][..c].copy_from_slice(row);
+                }
+            }
+        });
+    map
+}
 
 /// The geometry of one window-attention call.
 #[derive(Debug, Clone, Copy)]
@@ -46,21 +131,62 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Lanes of the reductions: floats are not reassociated by the compiler, so sums are written
+/// as 8 running partial sums, which it can keep in one vector register.
+const LANES: usize = 8;
+
+/// `Σ f(a_k, b_k)` in [`LANES`] partial sums, added in a fixed order.
+#[inline(always)]
+fn reduce2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for k in 0..LANES {
+            acc[k] += f(x[k], y[k]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
+    reduce2(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    reduce2(a, a, |x, _| x)
+}
+
+#[inline(always)]
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for x in chunks {
+        for k in 0..LANES {
+            acc[k] = if x[k] > acc[k] { x[k] } else { acc[k] };
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
 }
 
 /// Softmax of one row in place.
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = math::exp(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    let max = max(row);
+    row.iter_mut().for_each(|v| *v = math::exp(*v - max));
+    let inv = 1.0 / sum(row);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -76,6 +202,7 @@ fn gather_transposed(qkv: &[f32], s: &Attention, part: usize, h: usize, out: &mu
     }
 }
 
+multiversion! {
 /// One window: `qkv: [N, 3C]` → `out: [N, C]`, `probs: [heads, N, N]`.
 fn attention_window(
     qkv: &[f32],
@@ -108,6 +235,7 @@ fn attention_window(
             }
         }
     }
+}
 }
 
 fn window_mask<'a>(mask: Option<&'a [f32]>, s: &Attention, w: usize) -> Option<&'a [f32]> {
@@ -146,6 +274,7 @@ pub fn attention_forward(
     out
 }
 
+multiversion! {
 /// One window's backward: `d_qkv: [N, 3C]` and `d_logits: [heads, N, N]` from `qkv`, `probs`
 /// and `d_out: [N, C]`.
 fn attention_window_backward(
@@ -196,6 +325,7 @@ fn attention_window_backward(
         }
     }
 }
+}
 
 /// Backward of [`attention_forward`]: `d_qkv: [W, N, 3C]` and `d_bias: [heads, N, N]` (the
 /// logits' gradient summed over windows) from `qkv`, `probs: [W, heads, N, N]` and
@@ -233,6 +363,33 @@ pub fn attention_backward(
     (d_qkv, d_bias)
 }
 
+multiversion! {
+/// LayerNorm of the rows of one task: `x, y: [rows, C]`, `stats: [rows, 2]` if kept.
+fn layer_norm_rows(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    stats: Option<&mut [f32]>,
+) {
+    let mut stats = stats;
+    let c = gamma.len();
+    for (r, (x, y)) in x.chunks(c).zip(y.chunks_mut(c)).enumerate() {
+        let mean = sum(x) / c as f32;
+        let var = reduce2(x, x, |v, _| (v - mean) * (v - mean)) / c as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *y = (x - mean) * rstd * g + b;
+        }
+        if let Some(stats) = stats.as_deref_mut() {
+            stats[2 * r] = mean;
+            stats[2 * r + 1] = rstd;
+        }
+    }
+}
+}
+
 /// LayerNorm over the last axis of `x: [rows, C]` → `y`, and `stats: [rows, 2]` (mean and
 /// 1/σ of each row) when asked for.
 pub fn layer_norm_forward(
@@ -244,35 +401,52 @@ pub fn layer_norm_forward(
 ) -> Vec<f32> {
     let c = gamma.len();
     let mut y = vec![0.0; x.len()];
-    let row = |x: &[f32], y: &mut [f32]| {
-        let mean = x.iter().sum::<f32>() / c as f32;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-            *y = (x - mean) * rstd * g + b;
-        }
-        [mean, rstd]
-    };
     let tasks = x
         .par_chunks(ROWS_PER_TASK * c)
         .zip(y.par_chunks_mut(ROWS_PER_TASK * c));
     match stats {
-        Some(stats) => {
-            tasks
-                .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
-                .for_each(|((x, y), stats)| {
-                    for ((x, y), st) in x.chunks(c).zip(y.chunks_mut(c)).zip(stats.chunks_mut(2)) {
-                        st.copy_from_slice(&row(x, y));
-                    }
-                })
-        }
-        None => tasks.for_each(|(x, y)| {
-            for (x, y) in x.chunks(c).zip(y.chunks_mut(c)) {
-                row(x, y);
-            }
-        }),
+        Some(stats) => tasks
+            .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
+            .for_each(|((x, y), stats)| layer_norm_rows(x, gamma, beta, eps, y, Some(stats))),
+        None => tasks.for_each(|(x, y)| layer_norm_rows(x, gamma, beta, eps, y, None)),
     }
     y
+}
+
+multiversion! {
+/// LayerNorm backward of one task's rows: writes `d_x`, adds to `d_gamma` and `d_beta`.
+fn layer_norm_backward_rows(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &[f32],
+    d_y: &[f32],
+    d_x: &mut [f32],
+    d_gamma: &mut [f32],
+    d_beta: &mut [f32],
+) {
+    let c = gamma.len();
+    let mut x_hat = vec![0.0; c];
+    let mut g = vec![0.0; c];
+    for (((x, st), d_y), d_x) in x
+        .chunks(c)
+        .zip(stats.chunks(2))
+        .zip(d_y.chunks(c))
+        .zip(d_x.chunks_mut(c))
+    {
+        let (mean, rstd) = (st[0], st[1]);
+        for k in 0..c {
+            x_hat[k] = (x[k] - mean) * rstd;
+            g[k] = d_y[k] * gamma[k];
+            d_gamma[k] += d_y[k] * x_hat[k];
+            d_beta[k] += d_y[k];
+        }
+        let mean_g = sum(&g) / c as f32;
+        let mean_gx = dot(&g, &x_hat) / c as f32;
+        for k in 0..c {
+            d_x[k] = rstd * (g[k] - mean_g - x_hat[k] * mean_gx);
+        }
+    }
+}
 }
 
 /// Backward of [`layer_norm_forward`]: `(dx, dgamma, dbeta)`.
@@ -291,28 +465,7 @@ pub fn layer_norm_backward(
         .zip(d_x.par_chunks_mut(ROWS_PER_TASK * c))
         .map(|(((x, stats), d_y), d_x)| {
             let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
-            let mut x_hat = vec![0.0; c];
-            for (((x, st), d_y), d_x) in x
-                .chunks(c)
-                .zip(stats.chunks(2))
-                .zip(d_y.chunks(c))
-                .zip(d_x.chunks_mut(c))
-            {
-                let (mean, rstd) = (st[0], st[1]);
-                let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-                for k in 0..c {
-                    x_hat[k] = (x[k] - mean) * rstd;
-                    let g = d_y[k] * gamma[k];
-                    sum_g += g;
-                    sum_gx += g * x_hat[k];
-                    d_gamma[k] += d_y[k] * x_hat[k];
-                    d_beta[k] += d_y[k];
-                }
-                let (mean_g, mean_gx) = (sum_g / c as f32, sum_gx / c as f32);
-                for k in 0..c {
-                    d_x[k] = rstd * (d_y[k] * gamma[k] - mean_g - x_hat[k] * mean_gx);
-                }
-            }
+            layer_norm_backward_rows(x, gamma, stats, d_y, d_x, &mut d_gamma, &mut d_beta);
             (d_gamma, d_beta)
         })
         .collect();
@@ -324,16 +477,28 @@ pub fn layer_norm_backward(
     (d_x, d_gamma, d_beta)
 }
 
+multiversion! {
+fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = math::gelu(x);
+    }
+}
+}
+
+multiversion! {
+fn gelu_backward_chunk(x: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+    for ((d_x, &x), &g) in d_x.iter_mut().zip(x).zip(d_y) {
+        *d_x = g * math::gelu_derivative(x);
+    }
+}
+}
+
 /// Exact (erf) GELU of every element.
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     x.par_chunks(ELEMENTS_PER_TASK)
         .zip(y.par_chunks_mut(ELEMENTS_PER_TASK))
-        .for_each(|(x, y)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = math::gelu(x);
-            }
-        });
+        .for_each(|(x, y)| gelu_chunk(x, y));
     y
 }
 
@@ -343,10 +508,6 @@ pub fn gelu_backward(x: &[f32], d_y: &[f32]) -> Vec<f32> {
     x.par_chunks(ELEMENTS_PER_TASK)
         .zip(d_y.par_chunks(ELEMENTS_PER_TASK))
         .zip(d_x.par_chunks_mut(ELEMENTS_PER_TASK))
-        .for_each(|((x, d_y), d_x)| {
-            for ((d_x, &x), &g) in d_x.iter_mut().zip(x).zip(d_y) {
-                *d_x = g * math::gelu_derivative(x);
-            }
-        });
+        .for_each(|((x, d_y), d_x)| gelu_backward_chunk(x, d_y, d_x));
     d_x
 }

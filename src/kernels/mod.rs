@@ -35,6 +35,28 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 /// [nW, N, N]` (added to window `w` as `mask[w % nW]`), attention output `[W, N, C]`; LayerNorm and
 /// GELU act on `[rows, C]` and on any shape.
 pub trait SwinOps: Backend {
+    /// `x: [B, H, W, C]` rolled by `-shift` on both axes and cut into `window × window` windows,
+    /// `[B·nW, window², C]` (timm's `torch.roll` + `window_partition`).
+    fn fused_window_partition(
+        x: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+    ) -> FloatTensor<Self> {
+        composed::window_partition_shifted::<Self>(x, window, shift)
+    }
+
+    /// The inverse of [`SwinOps::fused_window_partition`]: `[B·nW, window², C]` →
+    /// `[B, height, width, C]`.
+    fn fused_window_merge(
+        windows: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+        height: usize,
+        width: usize,
+    ) -> FloatTensor<Self> {
+        composed::window_merge_shifted::<Self>(windows, window, shift, height, width)
+    }
+
     /// The attention output.
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
@@ -122,6 +144,28 @@ impl SwinOps for burn::backend::Cuda {}
 #[cfg(feature = "flex")]
 impl SwinOps for burn::backend::Flex {}
 
+/// `[B, H, W, C]` → windows `[B·nW, window², C]` of the map rolled by `-shift`.
+pub fn window_partition<B: SwinOps>(x: Tensor<B, 4>, window: usize, shift: usize) -> Tensor<B, 3> {
+    tensor(B::fused_window_partition(primitive(x), window, shift))
+}
+
+/// Windows `[B·nW, window², C]` → `[B, height, width, C]`, rolled back by `+shift`.
+pub fn window_merge<B: SwinOps>(
+    windows: Tensor<B, 3>,
+    window: usize,
+    shift: usize,
+    height: usize,
+    width: usize,
+) -> Tensor<B, 4> {
+    tensor(B::fused_window_merge(
+        primitive(windows),
+        window,
+        shift,
+        height,
+        width,
+    ))
+}
+
 /// Window attention: `qkv: [W, N, 3C]`, `bias: [heads, N, N]`, `mask: [nW, N, N]` → `[W, N, C]`.
 pub fn window_attention<B: SwinOps>(
     qkv: Tensor<B, 3>,
@@ -206,6 +250,28 @@ mod tests {
                 [(qkv.clone(), bias.clone(), None), (qkv, bias, Some(mask))]
             })
             .collect()
+    }
+
+    #[test]
+    fn cpu_window_partition_and_merge_match_the_composed_ops() {
+        for (window, shift) in [(4, 0), (4, 2), (7, 3)] {
+            let side = 2 * window;
+            let x = random::<Cpu, 4>([3, side, side, 5]);
+            let windows = Cpu::fused_window_partition(primitive(x.clone()), window, shift);
+            let reference =
+                composed::window_partition_shifted::<Cpu>(primitive(x.clone()), window, shift);
+            let windows: Tensor<Cpu, 3> = tensor(windows);
+            assert_eq!(windows.dims(), [12, window * window, 5]);
+            assert_eq!(max_diff(windows.clone(), tensor(reference.clone())), 0.0);
+            let merged = Cpu::fused_window_merge(primitive(windows), window, shift, side, side);
+            let reference =
+                composed::window_merge_shifted::<Cpu>(reference, window, shift, side, side);
+            assert_eq!(
+                max_diff::<4>(tensor(merged.clone()), tensor(reference)),
+                0.0
+            );
+            assert_eq!(max_diff::<4>(tensor(merged), x), 0.0);
+        }
     }
 
     #[test]

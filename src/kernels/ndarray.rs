@@ -8,7 +8,7 @@ use burn::backend::ndarray::{NdArray, NdArrayTensor};
 use burn::tensor::ops::FloatTensor;
 use ndarray::{ArcArray, IxDyn};
 
-use super::cpu::{self, Attention};
+use super::cpu::{self, Attention, Windows};
 use super::{composed, dims, SwinOps};
 
 /// The row-major f32 elements of `x`, or `None` for another element type.
@@ -77,6 +77,53 @@ fn layer_norm_forward(
 }
 
 impl SwinOps for NdArray {
+    fn fused_window_partition(
+        x: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+    ) -> FloatTensor<Self> {
+        let shape = dims::<Self>(&x);
+        let s = Windows {
+            batch: shape[0],
+            height: shape[1],
+            width: shape[2],
+            channels: shape[3],
+            window,
+            shift,
+        };
+        let windows = values(&x).map(|map| cpu::window_partition(&map, &s));
+        match windows {
+            Some(windows) => {
+                let count = s.batch * (s.height / window) * (s.width / window);
+                from_values(windows, &[count, window * window, s.channels])
+            }
+            None => composed::window_partition_shifted::<Self>(x, window, shift),
+        }
+    }
+
+    fn fused_window_merge(
+        windows: FloatTensor<Self>,
+        window: usize,
+        shift: usize,
+        height: usize,
+        width: usize,
+    ) -> FloatTensor<Self> {
+        let shape = dims::<Self>(&windows);
+        let s = Windows {
+            batch: shape[0] / ((height / window) * (width / window)),
+            height,
+            width,
+            channels: shape[2],
+            window,
+            shift,
+        };
+        let map = values(&windows).map(|w| cpu::window_merge(&w, &s));
+        match map {
+            Some(map) => from_values(map, &[s.batch, height, width, s.channels]),
+            None => composed::window_merge_shifted::<Self>(windows, window, shift, height, width),
+        }
+    }
+
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,

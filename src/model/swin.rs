@@ -84,50 +84,6 @@ impl<B: SwinOps> PatchEmbed<B> {
     }
 }
 
-/// `torch.roll(x, shifts=(shift, shift), dims=(1, 2))` on `[B, H, W, C]`: element `j` of the result
-/// is element `j - shift` of the input, wrapping around. Written as two slices and a concat per
-/// axis, the form the ONNX export uses. (burn's `Tensor::roll` shifts the other way.)
-pub fn cyclic_shift<B: Backend>(x: Tensor<B, 4>, shift: i64) -> Tensor<B, 4> {
-    let roll = |x: Tensor<B, 4>, dim: usize| {
-        let size = x.dims()[dim];
-        let k = shift.rem_euclid(size as i64) as usize;
-        if k == 0 {
-            return x;
-        }
-        Tensor::cat(
-            vec![
-                x.clone().narrow(dim, size - k, k),
-                x.narrow(dim, 0, size - k),
-            ],
-            dim,
-        )
-    };
-    roll(roll(x, 1), 2)
-}
-
-/// `[B, H, W, C]` → `[B * nW, ws*ws, C]`, windows ordered batch-major then row-major.
-pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
-    let [b, h, w, c] = x.dims();
-    x.reshape([b, h / ws, ws, w / ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, W/ws, ws, ws, C]
-        .reshape([b * (h / ws) * (w / ws), ws * ws, c])
-}
-
-/// Inverse of [`window_partition`]: `[B * nW, ws*ws, C]` → `[B, H, W, C]`.
-pub fn window_reverse<B: Backend>(
-    windows: Tensor<B, 3>,
-    ws: usize,
-    h: usize,
-    w: usize,
-) -> Tensor<B, 4> {
-    let c = windows.dims()[2];
-    let b = windows.dims()[0] / ((h / ws) * (w / ws));
-    windows
-        .reshape([b, h / ws, w / ws, ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5]) // [B, H/ws, ws, W/ws, ws, C]
-        .reshape([b, h, w, c])
-}
-
 /// For every pair of tokens (i, j) in a `ws x ws` window, the row of the bias table that holds
 /// their relative offset: `(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`. Shape `[ws², ws²]`,
 /// flattened row-major.
@@ -313,11 +269,10 @@ impl<B: SwinOps> SwinBlock<B> {
     /// `[B, H, W, C]` → `[B, H, W, C]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, h, w, _] = x.dims();
-        let s = self.shift as i64;
-        let y = cyclic_shift(norm(&self.norm1, x.clone()), -s);
-        let windows = window_partition(y, self.window); // [B*nW, ws², C]
+        let y = norm(&self.norm1, x.clone());
+        let windows = kernels::window_partition(y, self.window, self.shift); // [B*nW, ws², C]
         let windows = self.attn.forward(windows, self.attn_mask.as_ref());
-        let y = cyclic_shift(window_reverse(windows, self.window, h, w), s); // [B, H, W, C]
+        let y = kernels::window_merge(windows, self.window, self.shift, h, w); // [B, H, W, C]
         let x = x + drop_path(y, self.drop_path);
         let y = self.mlp.forward(norm(&self.norm2, x.clone()));
         x + drop_path(y, self.drop_path)
@@ -475,25 +430,6 @@ mod tests {
 
     type B = crate::backend::Cpu;
 
-    #[test]
-    fn cyclic_shift_follows_torch_roll() {
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new((0..16).map(|v| v as f32).collect(), [1, 4, 4, 1]),
-            &Default::default(),
-        );
-        // torch.roll(arange(16).view(1,4,4,1), shifts=(1,1), dims=(1,2))[0,:,:,0]
-        let rolled: Vec<f32> = cyclic_shift(x.clone(), 1).into_data().to_vec().unwrap();
-        assert_eq!(
-            rolled,
-            [15., 12., 13., 14., 3., 0., 1., 2., 7., 4., 5., 6., 11., 8., 9., 10.]
-        );
-        let back: Vec<f32> = cyclic_shift(cyclic_shift(x.clone(), 1), -1)
-            .into_data()
-            .to_vec()
-            .unwrap();
-        assert_eq!(back, x.into_data().to_vec::<f32>().unwrap());
-    }
-
     /// While training each sample's branch is either dropped or scaled by 1 / keep; in
     /// inference (no autodiff) it passes through unchanged.
     #[test]
@@ -514,14 +450,5 @@ mod tests {
         );
         let x = Tensor::<B, 4>::ones([4, 2, 2, 3], &device);
         assert_eq!(drop_path(x.clone(), 0.25).into_data(), x.into_data());
-    }
-
-    #[test]
-    fn window_partition_and_reverse_are_inverse() {
-        let x = Tensor::<B, 4>::random([2, 8, 8, 3], Distribution::Default, &Default::default());
-        let windows = window_partition(x.clone(), 4);
-        assert_eq!(windows.dims(), [8, 16, 3]);
-        let back = window_reverse(windows, 4, 8, 8);
-        assert_eq!(back.into_data(), x.into_data());
     }
 }
