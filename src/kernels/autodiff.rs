@@ -49,6 +49,26 @@ impl<B: SwinOps> Backward<B, 1> for WindowMergeBackward {
 }
 
 #[derive(Debug)]
+struct LinearBackward;
+
+impl<B: SwinOps> Backward<B, 3> for LinearBackward {
+    /// x, weight.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let d_y = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let (d_x, d_weight, d_bias) = B::fused_linear_backward(x, weight, d_y);
+        for (node, grad) in [(x_node, d_x), (weight_node, d_weight), (bias_node, d_bias)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct WindowAttentionBackward;
 
 impl<B: SwinOps> Backward<B, 2> for WindowAttentionBackward {
@@ -142,6 +162,32 @@ impl<B: SwinOps, C: CheckpointStrategy> SwinOps for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => prep.finish([window, shift], merge(windows.primitive)),
             OpsKind::UnTracked(prep) => prep.finish(merge(windows.primitive)),
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_linear(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    bias.primitive,
+                );
+                prep.finish((x.primitive, weight.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(
+                x.primitive,
+                weight.primitive,
+                bias.primitive,
+            )),
         }
     }
 

@@ -100,6 +100,31 @@ pub fn window_merge_shifted<B: Backend>(
     primitive(cyclic_shift(merged, shift as i64))
 }
 
+/// `x [rows, in] · weight [in, out] + bias [out]`.
+pub fn linear<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let y = tensor::<B, 2>(x).matmul(tensor(weight)) + tensor::<B, 1>(bias).unsqueeze_dim(0);
+    primitive(y)
+}
+
+/// `(dx, dweight, dbias)` of [`linear`].
+pub fn linear_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    d_y: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (x, weight, d_y): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) =
+        (tensor(x), tensor(weight), tensor(d_y));
+    let d_out = d_y.dims()[1];
+    let d_x = d_y.clone().matmul(weight.transpose());
+    let d_weight = x.transpose().matmul(d_y.clone());
+    let d_bias = d_y.sum_dim(0).reshape([d_out]);
+    (primitive(d_x), primitive(d_weight), primitive(d_bias))
+}
+
 /// `(out [W, N, C], probs [W, heads, N, N])`.
 pub fn window_attention<B: Backend>(
     qkv: FloatTensor<B>,

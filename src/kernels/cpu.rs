@@ -35,6 +35,119 @@ macro_rules! multiversion {
 const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
+/// A row-major `[rows, cols]` matrix or the transpose of one, as matrixmultiply reads it.
+#[derive(Debug, Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    /// (row stride, column stride) in elements.
+    strides: (isize, isize),
+}
+
+impl<'a> Matrix<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "a [{rows}, {cols}] matrix");
+        Self {
+            data,
+            rows,
+            cols,
+            strides: (cols as isize, 1),
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            strides: (self.strides.1, self.strides.0),
+            ..self
+        }
+    }
+}
+
+/// `c = a · b + beta · c` with `c: [a.rows, b.cols]` row-major (matrixmultiply's sgemm, on
+/// every core for large enough products; it splits rows and columns, never the sum, so the
+/// result does not depend on the thread count).
+fn gemm(a: Matrix, b: Matrix, beta: f32, c: &mut [f32]) {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    assert_eq!(c.len(), a.rows * b.cols, "output size");
+    // SAFETY: `Matrix::new` checked that each buffer holds rows × cols elements at the strides
+    // given (a transpose only swaps them), and `c` holds a.rows × b.cols row-major.
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            1.0,
+            a.data.as_ptr(),
+            a.strides.0,
+            a.strides.1,
+            b.data.as_ptr(),
+            b.strides.0,
+            b.strides.1,
+            beta,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        )
+    }
+}
+
+/// `y = x · weight + bias`: `x: [rows, in]`, `weight: [in, out]` (burn's layout), `bias: [out]`.
+pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (d_out, d_in) = (bias.len(), weight.len() / bias.len());
+    let rows = x.len() / d_in;
+    let mut y: Vec<f32> = bias.iter().copied().cycle().take(rows * d_out).collect();
+    gemm(
+        Matrix::new(x, rows, d_in),
+        Matrix::new(weight, d_in, d_out),
+        1.0,
+        &mut y,
+    );
+    y
+}
+
+/// Backward of [`linear_forward`] with `weight: [in, d_out]`: `(dx, dweight, dbias)`.
+pub fn linear_backward(
+    x: &[f32],
+    weight: &[f32],
+    d_y: &[f32],
+    d_out: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d_in = weight.len() / d_out;
+    let rows = x.len() / d_in;
+    let (x, w, g) = (
+        Matrix::new(x, rows, d_in),
+        Matrix::new(weight, d_in, d_out),
+        Matrix::new(d_y, rows, d_out),
+    );
+    let mut d_x = vec![0.0; rows * d_in];
+    gemm(g, w.t(), 0.0, &mut d_x);
+    let mut d_w = vec![0.0; d_in * d_out];
+    gemm(x.t(), g, 0.0, &mut d_w);
+    (d_x, d_w, column_sums(d_y, d_out))
+}
+
+/// `Σ_rows m[r, :]` of a row-major `[rows, cols]` matrix, in fixed chunks added in order.
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = m
+        .par_chunks(ROWS_PER_TASK * cols)
+        .map(|chunk| {
+            let mut sums = vec![0.0; cols];
+            for row in chunk.chunks(cols) {
+                axpy(1.0, row, &mut sums);
+            }
+            sums
+        })
+        .collect();
+    let mut sums = vec![0.0; cols];
+    for p in &partials {
+        axpy(1.0, p, &mut sums);
+    }
+    sums
+}
+
 /// A `[B, H, W, C]` map and its `window × window` windows after a roll by `-shift`.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {

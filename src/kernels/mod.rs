@@ -19,7 +19,7 @@ pub mod math;
 mod autodiff;
 mod ndarray;
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
@@ -55,6 +55,25 @@ pub trait SwinOps: Backend {
         width: usize,
     ) -> FloatTensor<Self> {
         composed::window_merge_shifted::<Self>(windows, window, shift, height, width)
+    }
+
+    /// `x · weight + bias`: `x: [rows, in]`, `weight: [in, out]` (burn's `Linear` layout),
+    /// `bias: [out]`.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed::linear::<Self>(x, weight, bias)
+    }
+
+    /// `(dx, dweight, dbias)`.
+    fn fused_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        d_y: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed::linear_backward::<Self>(x, weight, d_y)
     }
 
     /// The attention output.
@@ -143,6 +162,25 @@ impl SwinOps for burn::backend::Cuda {}
 
 #[cfg(feature = "flex")]
 impl SwinOps for burn::backend::Flex {}
+
+/// `layer` applied as one matrix product over all leading axes: `[.., in]` → `[.., out]`. (burn's
+/// `Linear` on a rank > 2 input runs one small product per leading index.)
+pub fn linear<B: SwinOps, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let [d_in, d_out] = layer.weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let bias = match &layer.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([d_out], &x.device()), // a constant: no gradient
+    };
+    let y = B::fused_linear(
+        primitive(x.reshape([rows, d_in])),
+        primitive(layer.weight.val()),
+        primitive(bias),
+    );
+    dims[D - 1] = d_out;
+    tensor::<B, 2>(y).reshape(dims)
+}
 
 /// `[B, H, W, C]` → windows `[B·nW, window², C]` of the map rolled by `-shift`.
 pub fn window_partition<B: SwinOps>(x: Tensor<B, 4>, window: usize, shift: usize) -> Tensor<B, 3> {
@@ -250,6 +288,36 @@ mod tests {
                 [(qkv.clone(), bias.clone(), None), (qkv, bias, Some(mask))]
             })
             .collect()
+    }
+
+    #[test]
+    fn cpu_linear_matches_the_composed_ops() {
+        for (rows, d_in, d_out) in [(1, 3, 5), (300, 48, 144), (130, 192, 10)] {
+            let (x, w, b) = (
+                random::<Cpu, 2>([rows, d_in]),
+                random::<Cpu, 2>([d_in, d_out]),
+                random::<Cpu, 1>([d_out]),
+            );
+            let y = Cpu::fused_linear(
+                primitive(x.clone()),
+                primitive(w.clone()),
+                primitive(b.clone()),
+            );
+            let reference =
+                composed::linear::<Cpu>(primitive(x.clone()), primitive(w.clone()), primitive(b));
+            assert!(max_diff::<2>(tensor(y), tensor(reference)) < 1e-4);
+            let d_y = random::<Cpu, 2>([rows, d_out]);
+            let fused = Cpu::fused_linear_backward(
+                primitive(x.clone()),
+                primitive(w.clone()),
+                primitive(d_y.clone()),
+            );
+            let reference =
+                composed::linear_backward::<Cpu>(primitive(x), primitive(w), primitive(d_y));
+            assert!(max_diff::<2>(tensor(fused.0), tensor(reference.0)) < 1e-4);
+            assert!(max_diff::<2>(tensor(fused.1), tensor(reference.1)) < 1e-3);
+            assert!(max_diff::<1>(tensor(fused.2), tensor(reference.2)) < 1e-4);
+        }
     }
 
     #[test]

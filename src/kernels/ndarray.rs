@@ -124,6 +124,46 @@ impl SwinOps for NdArray {
         }
     }
 
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let fused = || {
+            let y = cpu::linear_forward(&values(&x)?, &values(&weight)?, &values(&bias)?);
+            Some(from_values(
+                y,
+                &[dims::<Self>(&x)[0], dims::<Self>(&bias)[0]],
+            ))
+        };
+        match fused() {
+            Some(y) => y,
+            None => composed::linear::<Self>(x, weight, bias),
+        }
+    }
+
+    fn fused_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        d_y: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let fused = || {
+            let [d_in, d_out] = [dims::<Self>(&weight)[0], dims::<Self>(&weight)[1]];
+            let (d_x, d_w, d_b) =
+                cpu::linear_backward(&values(&x)?, &values(&weight)?, &values(&d_y)?, d_out);
+            let rows = dims::<Self>(&x)[0];
+            Some((
+                from_values(d_x, &[rows, d_in]),
+                from_values(d_w, &[d_in, d_out]),
+                from_values(d_b, &[d_out]),
+            ))
+        };
+        match fused() {
+            Some(result) => result,
+            None => composed::linear_backward::<Self>(x, weight, d_y),
+        }
+    }
+
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,

@@ -33,18 +33,6 @@ fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
         .init(device)
 }
 
-/// A Linear layer applied as one matrix product over all leading dimensions. burn's `linear` on
-/// a rank > 2 input runs one small product per leading index (and its weight gradient
-/// materialises all of them before summing): flattening first made the encoder's forward +
-/// backward several times faster on CPU (README, "Speed").
-fn apply_linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let mut dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = layer.forward(x.reshape([rows, dims[D - 1]])); // [rows, out]
-    dims[D - 1] = y.dims()[1];
-    y.reshape(dims)
-}
-
 /// Stochastic depth: while training (autodiff enabled), drop the whole residual branch of a
 /// sample with probability `prob` and scale the kept ones by `1 / (1 - prob)`.
 pub fn drop_path<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
@@ -180,10 +168,10 @@ impl<B: Backend> WindowAttention<B> {
 impl<B: SwinOps> WindowAttention<B> {
     /// `windows: [B*nW, N, C]`, `mask: [nW, N, N]` → `[B*nW, N, C]`.
     pub fn forward(&self, windows: Tensor<B, 3>, mask: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
-        let qkv = apply_linear(&self.qkv, windows); // [B*nW, N, 3C]
+        let qkv = kernels::linear(&self.qkv, windows); // [B*nW, N, 3C]
         let bias = self.relative_position_bias(); // [heads, N, N]
         let out = kernels::window_attention(qkv, bias, mask, self.num_heads); // [B*nW, N, C]
-        apply_linear(&self.proj, out)
+        kernels::linear(&self.proj, out)
     }
 }
 
@@ -196,7 +184,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: SwinOps> Mlp<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        apply_linear(&self.fc2, gelu(apply_linear(&self.fc1, x)))
+        kernels::linear(&self.fc2, gelu(kernels::linear(&self.fc1, x)))
     }
 }
 
@@ -294,7 +282,7 @@ impl<B: SwinOps> PatchMerging<B> {
             .reshape([b, h / 2, 2, w / 2, 2, c])
             .permute([0, 1, 3, 4, 2, 5]) // [B, H/2, W/2, dx, dy, C]
             .reshape([b, h / 2, w / 2, 4 * c]);
-        apply_linear(&self.reduction, norm(&self.norm, x))
+        kernels::linear(&self.reduction, norm(&self.norm, x))
     }
 }
 
