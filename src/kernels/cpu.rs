@@ -98,7 +98,9 @@ fn gemm(a: Matrix, b: Matrix, beta: f32, c: &mut [f32]) {
 pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (d_out, d_in) = (bias.len(), weight.len() / bias.len());
     let rows = x.len() / d_in;
-    let mut y: Vec<f32> = bias.iter().copied().cycle().take(rows * d_out).collect();
+    let mut y = vec![0.0; rows * d_out];
+    y.par_chunks_mut(ROWS_PER_TASK * d_out)
+        .for_each(|rows| rows.chunks_mut(d_out).for_each(|row| row.copy_from_slice(bias)));
     gemm(
         Matrix::new(x, rows, d_in),
         Matrix::new(weight, d_in, d_out),
