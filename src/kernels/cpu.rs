@@ -35,7 +35,8 @@ macro_rules! multiversion {
 const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
-/// A row-major `[rows, cols]` matrix or the transpose of one, as matrixmultiply reads it.
+/// A `[rows, cols]` matrix inside a slice that starts at its first element, rows `row_stride`
+/// apart (a sub-block of a wider row-major matrix), or the transpose of one.
 #[derive(Debug, Clone, Copy)]
 struct Matrix<'a> {
     data: &'a [f32],
@@ -45,14 +46,27 @@ struct Matrix<'a> {
     strides: (isize, isize),
 }
 
+/// Whether `rows × cols` elements at `row_stride` fit in `len` (checked before every product).
+fn fits(len: usize, rows: usize, cols: usize, row_stride: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * row_stride + cols <= len
+}
+
 impl<'a> Matrix<'a> {
     fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert_eq!(data.len(), rows * cols, "a [{rows}, {cols}] matrix");
+        Self::view(data, rows, cols, cols)
+    }
+
+    fn view(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(
+            fits(data.len(), rows, cols, row_stride),
+            "a [{rows}, {cols}] view"
+        );
         Self {
             data,
             rows,
             cols,
-            strides: (cols as isize, 1),
+            strides: (row_stride as isize, 1),
         }
     }
 
@@ -66,20 +80,20 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `c = a · b + beta · c` with `c: [a.rows, b.cols]` row-major (matrixmultiply's sgemm, on
-/// every core for large enough products; it splits rows and columns, never the sum, so the
-/// result does not depend on the thread count).
-fn gemm(a: Matrix, b: Matrix, beta: f32, c: &mut [f32]) {
+/// `c = alpha · a · b + beta · c`, `c` a `[a.rows, b.cols]` view with rows `c_row_stride` apart
+/// (matrixmultiply's sgemm, on every core for large enough products; it splits rows and
+/// columns, never the sum, so the result does not depend on the thread count).
+fn gemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: &mut [f32], c_row_stride: usize) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
-    assert_eq!(c.len(), a.rows * b.cols, "output size");
-    // SAFETY: `Matrix::new` checked that each buffer holds rows × cols elements at the strides
-    // given (a transpose only swaps them), and `c` holds a.rows × b.cols row-major.
+    assert!(fits(c.len(), a.rows, b.cols, c_row_stride), "output view");
+    // SAFETY: `Matrix::view` checked that each input holds its elements at the strides given (a
+    // transpose only swaps them), and `fits` that `c` holds the output at its stride.
     unsafe {
         matrixmultiply::sgemm(
             a.rows,
             a.cols,
             b.cols,
-            1.0,
+            alpha,
             a.data.as_ptr(),
             a.strides.0,
             a.strides.1,
@@ -88,7 +102,7 @@ fn gemm(a: Matrix, b: Matrix, beta: f32, c: &mut [f32]) {
             b.strides.1,
             beta,
             c.as_mut_ptr(),
-            b.cols as isize,
+            c_row_stride as isize,
             1,
         )
     }
@@ -99,14 +113,12 @@ pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (d_out, d_in) = (bias.len(), weight.len() / bias.len());
     let rows = x.len() / d_in;
     let mut y = vec![0.0; rows * d_out];
-    y.par_chunks_mut(ROWS_PER_TASK * d_out)
-        .for_each(|rows| rows.chunks_mut(d_out).for_each(|row| row.copy_from_slice(bias)));
-    gemm(
-        Matrix::new(x, rows, d_in),
-        Matrix::new(weight, d_in, d_out),
-        1.0,
-        &mut y,
-    );
+    y.par_chunks_mut(ROWS_PER_TASK * d_out).for_each(|rows| {
+        rows.chunks_mut(d_out)
+            .for_each(|row| row.copy_from_slice(bias))
+    });
+    let (x, weight) = (Matrix::new(x, rows, d_in), Matrix::new(weight, d_in, d_out));
+    gemm(1.0, x, weight, 1.0, &mut y, d_out);
     y
 }
 
@@ -125,9 +137,9 @@ pub fn linear_backward(
         Matrix::new(d_y, rows, d_out),
     );
     let mut d_x = vec![0.0; rows * d_in];
-    gemm(g, w.t(), 0.0, &mut d_x);
+    gemm(1.0, g, w.t(), 0.0, &mut d_x, d_in);
     let mut d_w = vec![0.0; d_in * d_out];
-    gemm(x.t(), g, 0.0, &mut d_w);
+    gemm(1.0, x.t(), g, 0.0, &mut d_w, d_out);
     (d_x, d_w, column_sums(d_y, d_out))
 }
 
@@ -305,18 +317,6 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Copies head `h`'s slice `[N, hd]` of part `part` (0 = q, 1 = k, 2 = v) of one window's
-/// `[N, 3C]` qkv, transposed to `[hd, N]`.
-fn gather_transposed(qkv: &[f32], s: &Attention, part: usize, h: usize, out: &mut [f32]) {
-    let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
-    for j in 0..n {
-        let row = &qkv[j * 3 * c + part * c + h * hd..][..hd];
-        for (d, &v) in row.iter().enumerate() {
-            out[d * n + j] = v;
-        }
-    }
-}
-
 multiversion! {
 /// One window: `qkv: [N, 3C]` → `out: [N, C]`, `probs: [heads, N, N]`.
 fn attention_window(
@@ -326,29 +326,19 @@ fn attention_window(
     s: &Attention,
     out: &mut [f32],
     probs: &mut [f32],
-    k_t: &mut [f32],
 ) {
     let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
-    let scale = s.scale();
+    let part = |p: usize, h: usize| Matrix::view(&qkv[p * c + h * hd..], n, hd, 3 * c);
     for h in 0..s.heads {
-        gather_transposed(qkv, s, 1, h, k_t); // [hd, N]
-        for i in 0..n {
-            let q = &qkv[i * 3 * c + h * hd..][..hd];
-            let logits = &mut probs[(h * n + i) * n..][..n];
-            logits.copy_from_slice(&bias[(h * n + i) * n..][..n]);
-            if let Some(mask) = mask {
-                axpy(1.0, &mask[i * n..][..n], logits);
-            }
-            for (d, &q_d) in q.iter().enumerate() {
-                axpy(q_d * scale, &k_t[d * n..][..n], logits);
-            }
-            softmax(logits);
-            let o = &mut out[i * c + h * hd..][..hd];
-            o.fill(0.0);
-            for (j, &p) in logits.iter().enumerate() {
-                axpy(p, &qkv[j * 3 * c + 2 * c + h * hd..][..hd], o);
-            }
+        let logits = &mut probs[h * n * n..][..n * n];
+        logits.copy_from_slice(&bias[h * n * n..][..n * n]);
+        if let Some(mask) = mask {
+            axpy(1.0, mask, logits);
         }
+        gemm(s.scale(), part(0, h), part(1, h).t(), 1.0, logits, n); // + q kᵀ · scale
+        logits.chunks_mut(n).for_each(softmax);
+        let p = Matrix::new(logits, n, n);
+        gemm(1.0, p, part(2, h), 0.0, &mut out[h * hd..], c); // P v
     }
 }
 }
@@ -371,20 +361,20 @@ pub fn attention_forward(
 ) -> Vec<f32> {
     let (n, c) = (s.tokens, s.channels());
     let mut out = vec![0.0; s.windows * n * c];
-    let scratch = || (vec![0.0; s.head_dim * n], vec![0.0; s.probs_len()]);
     let windows = qkv.par_chunks(n * 3 * c).zip(out.par_chunks_mut(n * c));
     match probs {
         Some(probs) => windows
             .zip(probs.par_chunks_mut(s.probs_len()))
             .enumerate()
-            .for_each_init(scratch, |(k_t, _), (w, ((qkv, out), probs))| {
-                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs, k_t)
+            .for_each(|(w, ((qkv, out), probs))| {
+                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs)
             }),
-        None => windows
-            .enumerate()
-            .for_each_init(scratch, |(k_t, probs), (w, (qkv, out))| {
-                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs, k_t)
-            }),
+        None => windows.enumerate().for_each_init(
+            || vec![0.0; s.probs_len()],
+            |probs, (w, (qkv, out))| {
+                attention_window(qkv, bias, window_mask(mask, s, w), s, out, probs)
+            },
+        ),
     }
     out
 }
@@ -399,45 +389,26 @@ fn attention_window_backward(
     s: &Attention,
     d_qkv: &mut [f32],
     d_logits: &mut [f32],
-    v_t: &mut [f32],
 ) {
     let (n, hd, c) = (s.tokens, s.head_dim, s.channels());
-    let scale = s.scale();
-    let at = |part: usize, h: usize, j: usize| j * 3 * c + part * c + h * hd;
+    let part = |p: usize, h: usize| Matrix::view(&qkv[p * c + h * hd..], n, hd, 3 * c);
+    let at = |p: usize, h: usize| p * c + h * hd;
     for h in 0..s.heads {
-        gather_transposed(qkv, s, 2, h, v_t); // [hd, N]
-        for i in 0..n {
-            let p = &probs[(h * n + i) * n..][..n];
-            let d_o = &d_out[i * c + h * hd..][..hd];
-            // dV[j] += P[i, j] dO[i]
-            for (j, &p_ij) in p.iter().enumerate() {
-                axpy(p_ij, d_o, &mut d_qkv[at(2, h, j)..][..hd]);
-            }
-            // dP[i, :] = dO[i] · Vᵀ, then dS = P ∘ (dP − Σ_j P dP)
-            let d_s = &mut d_logits[(h * n + i) * n..][..n];
-            d_s.fill(0.0);
-            for (d, &g) in d_o.iter().enumerate() {
-                axpy(g, &v_t[d * n..][..n], d_s);
-            }
+        let p = Matrix::new(&probs[h * n * n..][..n * n], n, n);
+        let d_o = Matrix::view(&d_out[h * hd..], n, hd, c);
+        gemm(1.0, p.t(), d_o, 0.0, &mut d_qkv[at(2, h)..], 3 * c); // dV = Pᵀ dO
+        let d_s = &mut d_logits[h * n * n..][..n * n];
+        gemm(1.0, d_o, part(2, h).t(), 0.0, d_s, n); // dP = dO vᵀ
+        for (d_s, p) in d_s.chunks_mut(n).zip(p.data.chunks(n)) {
+            // dS = P ∘ (dP − Σ_j P dP), row by row
             let centre = dot(p, d_s);
             for (ds, &p) in d_s.iter_mut().zip(p) {
                 *ds = p * (*ds - centre);
             }
-            // dQ[i] = scale Σ_j dS[i, j] K[j];  dK[j] += scale dS[i, j] Q[i]
-            for (j, &g) in d_s.iter().enumerate() {
-                let g = g * scale;
-                axpy(
-                    g,
-                    &qkv[at(1, h, j)..][..hd],
-                    &mut d_qkv[at(0, h, i)..][..hd],
-                );
-                axpy(
-                    g,
-                    &qkv[at(0, h, i)..][..hd],
-                    &mut d_qkv[at(1, h, j)..][..hd],
-                );
-            }
         }
+        let d_s = Matrix::new(d_s, n, n);
+        gemm(s.scale(), d_s, part(1, h), 0.0, &mut d_qkv[at(0, h)..], 3 * c); // dQ = dS k
+        gemm(s.scale(), d_s.t(), part(0, h), 0.0, &mut d_qkv[at(1, h)..], 3 * c); // dK = dSᵀ q
     }
 }
 }
@@ -459,12 +430,9 @@ pub fn attention_backward(
         .zip(d_out.par_chunks(n * c))
         .zip(d_qkv.par_chunks_mut(n * 3 * c))
         .zip(d_logits.par_chunks_mut(len))
-        .for_each_init(
-            || vec![0.0; s.head_dim * n],
-            |v_t, ((((qkv, probs), d_out), d_qkv), d_logits)| {
-                attention_window_backward(qkv, probs, d_out, s, d_qkv, d_logits, v_t)
-            },
-        );
+        .for_each(|((((qkv, probs), d_out), d_qkv), d_logits)| {
+            attention_window_backward(qkv, probs, d_out, s, d_qkv, d_logits)
+        });
     let mut d_bias = vec![0.0; len];
     d_bias
         .par_chunks_mut(ELEMENTS_PER_TASK / 16)
