@@ -517,16 +517,16 @@ fn layer_norm_backward_rows(
         .zip(d_x.chunks_mut(c))
     {
         let (mean, rstd) = (st[0], st[1]);
-        for k in 0..c {
-            x_hat[k] = (x[k] - mean) * rstd;
-            g[k] = d_y[k] * gamma[k];
-            d_gamma[k] += d_y[k] * x_hat[k];
-            d_beta[k] += d_y[k];
+        for (k, (&x, &dy)) in x.iter().zip(d_y).enumerate() {
+            x_hat[k] = (x - mean) * rstd;
+            g[k] = dy * gamma[k];
+            d_gamma[k] += dy * x_hat[k];
+            d_beta[k] += dy;
         }
         let mean_g = sum(&g) / c as f32;
         let mean_gx = dot(&g, &x_hat) / c as f32;
-        for k in 0..c {
-            d_x[k] = rstd * (g[k] - mean_g - x_hat[k] * mean_gx);
+        for ((d_x, &g), &x_hat) in d_x.iter_mut().zip(&g).zip(&x_hat) {
+            *d_x = rstd * (g - mean_g - x_hat * mean_gx);
         }
     }
 }

@@ -275,9 +275,12 @@ mod tests {
         )
     }
 
+    /// qkv, bias, mask.
+    type AttentionCase = (Tensor<Cpu, 3>, Tensor<Cpu, 3>, Option<Tensor<Cpu, 3>>);
+
     /// 8 windows of 4x4 or 7x7 tokens, 3 heads of 8 channels, with and without a 4-window mask
     /// (entries 0 or -100, as the shift mask).
-    fn attention_cases() -> Vec<(Tensor<Cpu, 3>, Tensor<Cpu, 3>, Option<Tensor<Cpu, 3>>)> {
+    fn attention_cases() -> Vec<AttentionCase> {
         let (heads, hd) = (3, 8);
         [16, 49]
             .into_iter()
