@@ -21,6 +21,15 @@ import yaml
 from timm.models.swin_transformer import SwinTransformer
 
 
+def encoder_kwargs(preset):
+    """timm `SwinTransformer` keyword arguments of an eesmm preset, without a head."""
+    with open(preset) as f:
+        cfg = yaml.safe_load(f)
+    cfg["depths"], cfg["num_heads"] = tuple(cfg["depths"]), tuple(cfg["num_heads"])
+    cfg["num_classes"] = 0
+    return cfg
+
+
 def median_seconds(fn, iters, warmup):
     for _ in range(warmup):
         fn()
@@ -42,10 +51,7 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
 
-    with open(a.preset) as f:
-        cfg = yaml.safe_load(f)
-    cfg["depths"], cfg["num_heads"] = tuple(cfg["depths"]), tuple(cfg["num_heads"])
-    cfg["num_classes"] = 0
+    cfg = encoder_kwargs(a.preset)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = SwinTransformer(**cfg).to(a.device)

@@ -15,14 +15,13 @@ Prints one JSON line like `eesmm bench pretrain --json`. Needs torch, timm and p
 """
 import argparse
 import json
-import statistics
-import time
 
 import timm
 import torch
 import torch.nn as nn
-import yaml
 from timm.models.swin_transformer import SwinTransformer
+
+from timm_bench import encoder_kwargs, median_seconds  # scripts/timm_bench.py
 
 
 class Pretrain(nn.Module):
@@ -48,17 +47,6 @@ def masked_l1(pred, target, mask):
     return ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1] + 1e-5)
 
 
-def median_seconds(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", required=True)
@@ -68,10 +56,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
 
-    with open(a.preset) as f:
-        cfg = yaml.safe_load(f)
-    cfg["depths"], cfg["num_heads"] = tuple(cfg["depths"]), tuple(cfg["num_heads"])
-    cfg["num_classes"] = 0
+    cfg = encoder_kwargs(a.preset)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     c, s = cfg["in_chans"], cfg["img_size"]

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::kernels::TrainBackend;
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
 use crate::cli::{BenchCommand, ThroughputArgs};
+use crate::kernels::TrainBackend;
 use crate::model::SwinConfig;
 use crate::with_backend;
 

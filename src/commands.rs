@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use crate::kernels::TrainBackend;
 use anyhow::{bail, ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -10,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::cli::{Command, FeaturesArgs};
 use crate::evaluate::stage::{EvalStage, KnnStage, LinearProbeStage};
 use crate::evaluate::ClassificationReport;
+use crate::kernels::TrainBackend;
 use crate::model::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
 use crate::model::{info, Swin, SwinConfig};
 use crate::pipeline::read_stage_file;

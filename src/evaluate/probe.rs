@@ -1,7 +1,6 @@
 //! Judging a frozen encoder without fine-tuning it: a linear classifier trained on its pooled
 //! features (linear probe) and a weighted k-nearest-neighbour vote (k-NN, as in DINO).
 
-use crate::kernels::TrainBackend;
 use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::nn::{Linear, LinearConfig};
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::ClassificationReport;
 use crate::data::loader::epoch_order;
+use crate::kernels::TrainBackend;
 use crate::train::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
 
 /// Pooled features of a labelled set: `rows` is `[N, dim]` flattened.

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::kernels::{SwinOps, TrainBackend};
 use anyhow::{ensure, Context, Result};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
@@ -21,6 +20,7 @@ use crate::data::loader::{to_tensor_data, CropAugment, EpochSlices, ImageFormat,
 use crate::data::Dataset;
 use crate::evaluate::stage::classify_dataset;
 use crate::evaluate::ClassificationReport;
+use crate::kernels::{SwinOps, TrainBackend};
 use crate::model::saved::SavedModel;
 use crate::model::weights::{load_weights, read_timm_checkpoint};
 use crate::model::{Swin, SwinConfig};

@@ -34,6 +34,8 @@ macro_rules! multiversion {
 /// Rows of a LayerNorm or elements of a GELU handled by one rayon task.
 const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
+/// Entries of the bias gradient summed over windows by one rayon task.
+const BIAS_ENTRIES_PER_TASK: usize = 1024;
 
 /// A `[rows, cols]` matrix inside a slice that starts at its first element, rows `row_stride`
 /// apart (a sub-block of a wider row-major matrix), or the transpose of one.
@@ -435,10 +437,10 @@ pub fn attention_backward(
         });
     let mut d_bias = vec![0.0; len];
     d_bias
-        .par_chunks_mut(ELEMENTS_PER_TASK / 16)
+        .par_chunks_mut(BIAS_ENTRIES_PER_TASK)
         .enumerate()
         .for_each(|(k, chunk)| {
-            let start = k * (ELEMENTS_PER_TASK / 16);
+            let start = k * BIAS_ENTRIES_PER_TASK;
             for window in d_logits.chunks(len) {
                 axpy(1.0, &window[start..start + chunk.len()], chunk);
             }

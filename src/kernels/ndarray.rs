@@ -59,6 +59,32 @@ fn attention_output_shape(qkv: &NdArrayTensor) -> Vec<usize> {
     vec![shape[0], shape[1], shape[2] / 3]
 }
 
+/// The attention output, and the probabilities `[W, heads, N, N]` if `with_probs`; `None` for
+/// an element type the kernels do not take.
+fn attention_forward(
+    qkv: &NdArrayTensor,
+    bias: &NdArrayTensor,
+    mask: &Option<NdArrayTensor>,
+    heads: usize,
+    with_probs: bool,
+) -> Option<(NdArrayTensor, Option<NdArrayTensor>)> {
+    let s = attention_geometry(qkv, heads, mask);
+    let mask = optional_values(mask)?;
+    let mut probs = with_probs.then(|| vec![0.0; s.windows * s.probs_len()]);
+    let out = cpu::attention_forward(
+        &values(qkv)?,
+        &values(bias)?,
+        mask.as_deref(),
+        &s,
+        probs.as_deref_mut(),
+    );
+    let probs_shape = [s.windows, s.heads, s.tokens, s.tokens];
+    Some((
+        from_values(out, &attention_output_shape(qkv)),
+        probs.map(|p| from_values(p, &probs_shape)),
+    ))
+}
+
 fn layer_norm_forward(
     x: &NdArrayTensor,
     gamma: &NdArrayTensor,
@@ -170,15 +196,8 @@ impl SwinOps for NdArray {
         mask: Option<FloatTensor<Self>>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        let fused = || {
-            let s = attention_geometry(&qkv, heads, &mask);
-            let mask = optional_values(&mask)?;
-            let out =
-                cpu::attention_forward(&values(&qkv)?, &values(&bias)?, mask.as_deref(), &s, None);
-            Some(from_values(out, &attention_output_shape(&qkv)))
-        };
-        match fused() {
-            Some(out) => out,
+        match attention_forward(&qkv, &bias, &mask, heads, false) {
+            Some((out, _)) => out,
             None => composed::window_attention::<Self>(qkv, bias, mask, heads).0,
         }
     }
@@ -189,26 +208,9 @@ impl SwinOps for NdArray {
         mask: Option<FloatTensor<Self>>,
         heads: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let fused = || {
-            let s = attention_geometry(&qkv, heads, &mask);
-            let mask = optional_values(&mask)?;
-            let mut probs = vec![0.0; s.windows * s.probs_len()];
-            let out = cpu::attention_forward(
-                &values(&qkv)?,
-                &values(&bias)?,
-                mask.as_deref(),
-                &s,
-                Some(&mut probs),
-            );
-            let probs_shape = [s.windows, s.heads, s.tokens, s.tokens];
-            Some((
-                from_values(out, &attention_output_shape(&qkv)),
-                from_values(probs, &probs_shape),
-            ))
-        };
-        match fused() {
-            Some(result) => result,
-            None => composed::window_attention::<Self>(qkv, bias, mask, heads),
+        match attention_forward(&qkv, &bias, &mask, heads, true) {
+            Some((out, Some(probs))) => (out, probs),
+            _ => composed::window_attention::<Self>(qkv, bias, mask, heads),
         }
     }
 

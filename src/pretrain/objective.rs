@@ -13,10 +13,10 @@
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
 
-use crate::kernels::SwinOps;
 use serde::{Deserialize, Serialize};
 
 use super::mix::MixAugment;
+use crate::kernels::SwinOps;
 use crate::model::decoder::{DecoderConfig, LinearDecoder, TransformerBody};
 use crate::model::{Swin, SwinConfig};
 

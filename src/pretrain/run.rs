@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::kernels::TrainBackend;
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -19,6 +18,7 @@ use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainMode
 use super::stage::PretrainStage;
 use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::Dataset;
+use crate::kernels::TrainBackend;
 use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
 use crate::train::fit::{self, step_seed};
