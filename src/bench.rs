@@ -1,24 +1,32 @@
 //! `eesmm bench`: throughput measured in one process, so that ratios compare like with like.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
 
-use crate::cli::{BenchCommand, ThroughputArgs};
+use crate::backend::DeviceSpec;
 use crate::kernels::TrainBackend;
 use crate::model::SwinConfig;
+use crate::timing::median_seconds;
 use crate::with_backend;
 
-pub fn run(command: BenchCommand) -> Result<()> {
-    match command {
-        BenchCommand::Encoder(args) => encoder(&args),
-        BenchCommand::Onnx(args) => crate::runtime::bench::run(&args),
-        BenchCommand::Pretrain(args) => pretrain(&args),
-    }
+/// What `bench encoder` and `bench pretrain` measure.
+#[derive(Debug, Clone)]
+pub struct ThroughputOptions {
+    /// Model preset; `None`: swin-micro-32 at batch 32 and swin-t at batch 8.
+    pub model: Option<PathBuf>,
+    /// Batch size (with `model`); for `pretrain`, encoder inputs (an EESMM input holds two images).
+    pub batch: usize,
+    /// Timed iterations (optimizer steps for `pretrain`); the median is reported.
+    pub iters: usize,
+    /// Untimed iterations first.
+    pub warmup: usize,
+    pub device: DeviceSpec,
+    /// One JSON object per case instead of a table.
+    pub json: bool,
 }
 
 /// One row of `eesmm bench encoder`.
@@ -32,7 +40,7 @@ pub struct EncoderThroughput {
 }
 
 /// `--model` at `--batch`, or the two standard cases.
-fn cases(args: &ThroughputArgs) -> Vec<(PathBuf, usize)> {
+fn cases(args: &ThroughputOptions) -> Vec<(PathBuf, usize)> {
     match &args.model {
         Some(model) => vec![(model.clone(), args.batch)],
         None => vec![
@@ -42,7 +50,8 @@ fn cases(args: &ThroughputArgs) -> Vec<(PathBuf, usize)> {
     }
 }
 
-fn encoder(args: &ThroughputArgs) -> Result<()> {
+/// `eesmm bench encoder`: encoder forward and forward+backward images/s.
+pub fn encoder(args: &ThroughputOptions) -> Result<()> {
     let cases = cases(args);
     if !args.json {
         println!(
@@ -81,37 +90,21 @@ fn encoder(args: &ThroughputArgs) -> Result<()> {
 
 /// The same case on the Flex backend, when built with the `flex` feature and run on CPU.
 #[cfg(feature = "flex")]
-fn flex_row(config: &SwinConfig, batch: usize, args: &ThroughputArgs) -> Option<EncoderThroughput> {
+fn flex_row(config: &SwinConfig, batch: usize, args: &ThroughputOptions) -> Option<EncoderThroughput> {
     type Flex = burn::backend::Autodiff<crate::backend::CpuFlex>;
-    (args.device == crate::backend::DeviceSpec::Cpu)
+    (args.device == DeviceSpec::Cpu)
         .then(|| measure::<Flex>(config, batch, args, &Default::default()))
 }
 
 #[cfg(not(feature = "flex"))]
-fn flex_row(_: &SwinConfig, _: usize, _: &ThroughputArgs) -> Option<EncoderThroughput> {
+fn flex_row(_: &SwinConfig, _: usize, _: &ThroughputOptions) -> Option<EncoderThroughput> {
     None
-}
-
-/// Median wall time of `iters` runs of `step`, after `warmup` untimed ones.
-pub fn median_seconds(warmup: usize, iters: usize, mut step: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        step();
-    }
-    let mut times: Vec<f64> = (0..iters.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            step();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 fn measure<B: TrainBackend>(
     config: &SwinConfig,
     batch: usize,
-    args: &ThroughputArgs,
+    args: &ThroughputOptions,
     device: &B::Device,
 ) -> EncoderThroughput {
     let shape = [batch, config.in_chans, config.img_size, config.img_size];
@@ -153,7 +146,8 @@ pub struct PretrainThroughput {
     pub peak_rss_mb: f64,
 }
 
-fn pretrain(args: &ThroughputArgs) -> Result<()> {
+/// `eesmm bench pretrain`: EESMM vs SimMIM step images/s and peak memory.
+pub fn pretrain(args: &ThroughputOptions) -> Result<()> {
     let cases = cases(args);
     for (path, batch) in cases {
         let config = SwinConfig::load(&path)?;
@@ -203,7 +197,7 @@ fn reset_peak_rss() {
 fn measure_pretrain<B: TrainBackend>(
     config: &SwinConfig,
     batch: usize,
-    args: &ThroughputArgs,
+    args: &ThroughputOptions,
     device: &B::Device,
 ) -> PretrainThroughput {
     use crate::pretrain::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};

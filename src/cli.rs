@@ -1,10 +1,16 @@
-//! The `eesmm` command line: one subcommand per thing a user does.
+//! The `eesmm` command line: one subcommand per thing a user does. Each command's flags convert
+//! to the plain options of the library function that does the work (`options()`).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::DeviceSpec;
+use crate::bench::ThroughputOptions;
+use crate::onnx::ExportOptions;
+use crate::runtime::bench::OnnxBenchOptions;
+use crate::runtime::infer::InferOptions;
+use crate::runtime::verify::VerifyOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -251,4 +257,70 @@ pub struct ThroughputArgs {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl ExportArgs {
+    pub fn options(&self) -> ExportOptions {
+        ExportOptions {
+            model: self.model.clone(),
+            weights: self.weights.clone(),
+            out: self.out.clone(),
+            head: self.head,
+            feature_map: self.feature_map,
+            labels: self.labels.clone(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+}
+
+impl VerifyArgs {
+    pub fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            onnx: self.onnx.clone(),
+            weights: self.weights.clone(),
+            model: self.model.clone(),
+            images: self.images.clone(),
+            tol: self.tol,
+            batch: self.batch,
+            iters: self.iters,
+        }
+    }
+}
+
+impl InferArgs {
+    pub fn options(&self) -> InferOptions {
+        InferOptions {
+            images: self.images.clone(),
+            model: self.model.clone(),
+            topk: self.topk,
+            json: self.json,
+            features: self.features.clone(),
+        }
+    }
+}
+
+impl OnnxBenchArgs {
+    pub fn options(&self) -> OnnxBenchOptions {
+        OnnxBenchOptions {
+            model: self.model.clone(),
+            batch: self.batch.clone(),
+            iters: self.iters,
+            warmup: self.warmup,
+            json: self.json,
+        }
+    }
+}
+
+impl ThroughputArgs {
+    pub fn options(&self) -> ThroughputOptions {
+        ThroughputOptions {
+            model: self.model.clone(),
+            batch: self.batch,
+            iters: self.iters,
+            warmup: self.warmup,
+            device: self.device,
+            json: self.json,
+        }
+    }
 }

@@ -2,16 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::cli::{Command, FeaturesArgs};
-use crate::evaluate::stage::{EvalStage, KnnStage, LinearProbeStage};
-use crate::evaluate::ClassificationReport;
+use crate::cli::{BenchCommand, Command, FeaturesArgs};
+use crate::evaluate::{ClassificationReport, EvalConfig};
+use crate::finetune::FinetuneConfig;
+use crate::pretrain::PretrainConfig;
+use crate::stages::{KnnStage, LinearProbeStage};
 use crate::kernels::TrainBackend;
-use crate::model::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
-use crate::model::{info, Swin, SwinConfig};
+use crate::model::{info, load_model, SwinConfig};
 use crate::pipeline::read_stage_file;
 use crate::{bench, npy, with_backend};
 
@@ -25,13 +26,13 @@ pub fn run(command: Command) -> Result<()> {
             with_backend!(args.device, |B, device| features::<B>(&args, &device))
         }
         Command::Pretrain { config, resume } => {
-            let stage = crate::pretrain::PretrainStage::load(&config)?;
+            let stage = PretrainConfig::load(&config)?;
             let run_dir = crate::pretrain::run::run(&stage, resume)?;
             println!("pretraining finished: {}", run_dir.display());
             Ok(())
         }
         Command::Finetune { config, resume } => {
-            let stage: crate::finetune::FinetuneStage = read_stage_file(&config)?;
+            let stage: FinetuneConfig = read_stage_file(&config)?;
             if let Some(report) = crate::finetune::run::run(&stage, resume)? {
                 println!(
                     "held-out top-1 {:.2} %, top-5 {:.2} %",
@@ -46,7 +47,7 @@ pub fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Eval { config } => {
-            let stage: EvalStage = read_stage_file(&config)?;
+            let stage: EvalConfig = read_stage_file(&config)?;
             print_report("eval", &stage.run_eval()?);
             Ok(())
         }
@@ -65,12 +66,14 @@ pub fn run(command: Command) -> Result<()> {
             expected,
             tol,
         } => diff(&actual, &expected, tol),
-        Command::Bench(command) => bench::run(command),
-        Command::Export(args) => crate::onnx::export(&args),
-        Command::Verify(args) => crate::runtime::verify::run(&args),
-        Command::Infer(args) => crate::runtime::infer::run(&args),
+        Command::Bench(BenchCommand::Encoder(args)) => bench::encoder(&args.options()),
+        Command::Bench(BenchCommand::Pretrain(args)) => bench::pretrain(&args.options()),
+        Command::Bench(BenchCommand::Onnx(args)) => crate::runtime::bench::run(&args.options()),
+        Command::Export(args) => crate::onnx::export(&args.options()),
+        Command::Verify(args) => crate::runtime::verify::run(&args.options(), args.json),
+        Command::Infer(args) => crate::runtime::infer::run(&args.options()),
         Command::Run(args) => {
-            let pipeline = crate::pipeline::Pipeline::load(&args.pipeline, &args.set)?;
+            let pipeline = crate::pipeline::Pipeline::load(&args.pipeline, &args.set, &crate::stages::kinds())?;
             let options = crate::pipeline::RunOptions {
                 from: args.from,
                 only: args.only,
@@ -97,32 +100,6 @@ fn print_report(what: &str, report: &ClassificationReport) {
             class.images
         );
     }
-}
-
-/// Builds the model of `config` and loads `weights` into it. With `with_head`, the head is
-/// sized from the checkpoint's own `head.fc.weight` (an error if it has none).
-pub fn load_model<B: Backend>(
-    mut config: SwinConfig,
-    weights: &Path,
-    with_head: bool,
-    device: &B::Device,
-) -> Result<(Swin<B>, LoadReport)> {
-    let (dict, notes) = read_timm_checkpoint(weights, &config)?;
-    config.num_classes = match (with_head, head_classes(&dict)) {
-        (false, _) => 0,
-        (true, Some(classes)) => classes,
-        (true, None) => bail!(
-            "{}: has no classifier head (head.fc.weight)",
-            weights.display()
-        ),
-    };
-    let model = config.init::<B>(device);
-    let (model, report) =
-        load_weights(model, dict, notes).with_context(|| weights.display().to_string())?;
-    for note in &report.notes {
-        tracing::info!("{}: {note}", weights.display());
-    }
-    Ok((model, report))
 }
 
 /// Reads an NCHW float32 `.npy` and checks it against the model's input.

@@ -4,7 +4,7 @@
 pub mod features;
 pub mod metrics;
 pub mod probe;
-pub mod stage;
+pub mod run;
 
 pub use metrics::ClassificationReport;
-pub use stage::{EvalStage, KnnStage, LinearProbeStage, ProbeStage};
+pub use run::{classify_dataset, EvalConfig, ProbeConfig};

@@ -4,6 +4,6 @@
 
 pub mod augment;
 pub mod run;
-pub mod stage;
+pub mod config;
 
-pub use stage::FinetuneStage;
+pub use config::FinetuneConfig;

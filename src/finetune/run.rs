@@ -15,10 +15,10 @@ use rayon::prelude::*;
 use serde_json::{json, Map};
 
 use super::augment::{random_erase, FinetuneAugment};
-use super::stage::FinetuneStage;
+use super::config::FinetuneConfig;
 use crate::data::loader::{to_tensor_data, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::Dataset;
-use crate::evaluate::stage::classify_dataset;
+use crate::evaluate::classify_dataset;
 use crate::evaluate::ClassificationReport;
 use crate::kernels::{SwinOps, TrainBackend};
 use crate::model::saved::SavedModel;
@@ -33,7 +33,7 @@ use crate::with_backend;
 
 /// Runs a fine-tuning stage (resuming from `resume` or the run's latest checkpoint) and
 /// returns the final evaluation, if the stage has `eval_data`.
-pub fn run(stage: &FinetuneStage, resume: Option<PathBuf>) -> Result<Option<ClassificationReport>> {
+pub fn run(stage: &FinetuneConfig, resume: Option<PathBuf>) -> Result<Option<ClassificationReport>> {
     with_backend!(each stage.devices()?, |B, devices| train::<B>(
         stage, resume, &devices
     ))
@@ -152,7 +152,7 @@ fn initial_model<B: Backend>(
 }
 
 fn train<B: TrainBackend>(
-    stage: &FinetuneStage,
+    stage: &FinetuneConfig,
     resume: Option<PathBuf>,
     devices: &[B::Device],
 ) -> Result<Option<ClassificationReport>> {

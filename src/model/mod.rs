@@ -1,11 +1,14 @@
-//! The Swin Transformer encoder: configuration, network, checkpoint import and a summary.
+//! The Swin Transformer encoder: configuration, network, checkpoint import
+//! (`weights.rs`, and `load.rs` for a model with its weights) and a summary.
 
 pub mod config;
 pub mod decoder;
 pub mod info;
+pub mod load;
 pub mod saved;
 pub mod swin;
 pub mod weights;
 
 pub use config::SwinConfig;
+pub use load::load_model;
 pub use swin::Swin;

@@ -6,21 +6,18 @@ pub mod card;
 pub mod graph;
 #[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
 pub mod proto;
-pub mod stage;
 pub mod swin;
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use burn::prelude::*;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use crate::backend::Cpu;
-use crate::cli::ExportArgs;
-use crate::commands::load_model;
+use crate::hash::sha256_file;
 use crate::model::saved::SavedModel;
-use crate::model::{Swin, SwinConfig};
+use crate::model::{load_model, Swin, SwinConfig};
 pub use card::ModelCard;
 pub use swin::Outputs;
 
@@ -46,15 +43,6 @@ pub fn output_names(outputs: Outputs) -> Vec<String> {
     names
 }
 
-/// Lower-case hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 /// A card for `config` with the default preprocessing (ImageNet mean/std, timm's 0.9 crop).
 pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> ModelCard {
     let (mean, std) = card::default_normalization(config.in_chans);
@@ -78,8 +66,30 @@ pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> Mo
     }
 }
 
-/// `eesmm export`.
-pub fn export(args: &ExportArgs) -> Result<()> {
+/// What to export (`eesmm export`'s flags, the `export` stage's keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportOptions {
+    /// Model preset (YAML).
+    pub model: PathBuf,
+    /// Weights: an eesmm checkpoint, timm safetensors or PyTorch .pth/.pt (timm or Microsoft).
+    pub weights: PathBuf,
+    /// The .onnx file to write.
+    pub out: PathBuf,
+    /// Export the classifier (adds the `logits` output; the weights must have a head).
+    pub head: bool,
+    /// Also output the final feature map `features` [batch, H/s, W/s, C] (NHWC).
+    pub feature_map: bool,
+    /// Class names for the model card, one per line (default: the weights' sidecar's, else
+    /// class_0, class_1, ...).
+    pub labels: Option<PathBuf>,
+    /// Normalisation mean and std per channel for the model card (default: the sidecar's, else
+    /// ImageNet's).
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+}
+
+/// Writes the ONNX file of `args` and prints what it holds.
+pub fn export(args: &ExportOptions) -> Result<()> {
     let config = SwinConfig::load(&args.model)?;
     let device = Default::default();
     let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, args.head, &device)?;

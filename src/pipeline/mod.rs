@@ -7,7 +7,7 @@
 //! - `overrides.rs`: `EESMM_<NAME>` variables and `--set` arguments, applied to the tree;
 //! - `defaults.rs`: `defaults:` merged into each stage;
 //! - `references.rs`: `${vars.NAME}` and `${stage.output}` substituted;
-//! - `stage.rs`: the [`Stage`] trait each kind implements, and the list of kinds;
+//! - `stage.rs`: the [`Stage`] trait each kind implements (the kinds are in `crate::stages`);
 //! - `resolve.rs`: all of the above into a checked [`Pipeline`], or every error with its position
 //!   (`diagnostics.rs`);
 //! - `record.rs`: `.eesmm/<stage>.done.json`, what makes a stage up to date;
@@ -26,4 +26,4 @@ pub mod tree;
 
 pub use resolve::{Pipeline, PlannedStage};
 pub use run::{run, RunOptions};
-pub use stage::{find_kind, kinds, read_stage_file, Input, Kind, Outputs, Stage, StageResult};
+pub use stage::{find_kind, read_stage_file, Input, Kind, Outputs, Stage, StageResult};

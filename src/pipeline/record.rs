@@ -5,14 +5,13 @@
 //! only when they still match (otherwise its checkpoints are stale).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::stage::Input;
+use crate::hash::sha256_hex;
 
 /// The hashes of a stage's configuration and inputs (input path → hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +51,7 @@ impl Fingerprint {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            config_sha256: hex(&Sha256::digest(config)),
+            config_sha256: sha256_hex(&config),
             inputs,
         })
     }
@@ -135,22 +134,9 @@ pub fn hash_path(path: &Path) -> Result<String> {
             .iter()
             .map(|(name, size)| format!("{name}\t{size}\n"))
             .collect();
-        return Ok(hex(&Sha256::digest(text.as_bytes())));
+        return Ok(sha256_hex(text.as_bytes()));
     }
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    crate::hash::sha256_file(path)
 }
 
 fn list_files(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
@@ -183,9 +169,6 @@ fn canonical(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[cfg(test)]
 mod tests {

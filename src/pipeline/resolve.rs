@@ -10,7 +10,7 @@ use super::defaults::merge_defaults;
 use super::diagnostics::Diagnostics;
 use super::overrides::{apply_env, Set};
 use super::references::{substitute, substitute_node, Scope};
-use super::stage::{find_kind, kinds, Outputs, Stage};
+use super::stage::{find_kind, Kind, Outputs, Stage};
 use super::tree::{Entry, Node, Origin, Rendered, Value};
 
 /// A checked pipeline, ready to run.
@@ -37,8 +37,8 @@ const TOP_KEYS: [&str; 5] = ["name", "run_dir", "vars", "defaults", "stages"];
 const RESERVED_NAMES: [&str; 5] = ["vars", "defaults", "name", "run_dir", "stages"];
 
 impl Pipeline {
-    /// Reads and checks `file` with the `--set` arguments `sets`.
-    pub fn load(file: &Path, sets: &[String]) -> Result<Pipeline, Diagnostics> {
+    /// Reads and checks `file` with the `--set` arguments `sets`; its stages may be of `kinds`.
+    pub fn load(file: &Path, sets: &[String], kinds: &[Kind]) -> Result<Pipeline, Diagnostics> {
         let mut diagnostics = Diagnostics::new(file.to_path_buf());
         let start = Origin::File { line: 1, column: 1 };
         let text = match std::fs::read_to_string(file) {
@@ -59,7 +59,7 @@ impl Pipeline {
                 return Err(diagnostics);
             }
         };
-        let pipeline = Resolver::new(&mut root, sets, &mut diagnostics).map(|r| r.resolve(file));
+        let pipeline = Resolver::new(&mut root, sets, kinds, &mut diagnostics).map(|r| r.resolve(file));
         match pipeline {
             Some(pipeline) if diagnostics.is_empty() => Ok(pipeline),
             _ => Err(diagnostics),
@@ -70,6 +70,7 @@ impl Pipeline {
 /// The pipeline-wide parts, read once, and the stages resolved so far.
 struct Resolver<'a> {
     diagnostics: &'a mut Diagnostics,
+    kinds: &'a [Kind],
     name: String,
     run_dir: PathBuf,
     vars: BTreeMap<String, String>,
@@ -81,7 +82,12 @@ struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     /// Reads the top level (after `EESMM_*` and `--set`); `None` when it is too broken to go on.
-    fn new(root: &mut Node, sets: &[String], diagnostics: &'a mut Diagnostics) -> Option<Self> {
+    fn new(
+        root: &mut Node,
+        sets: &[String],
+        kinds: &'a [Kind],
+        diagnostics: &'a mut Diagnostics,
+    ) -> Option<Self> {
         let Some(entries) = root.as_map() else {
             diagnostics.push(
                 &root.origin,
@@ -117,6 +123,7 @@ impl<'a> Resolver<'a> {
             defaults: Vec::new(),
             stages: Vec::new(),
             names: Vec::new(),
+            kinds,
             diagnostics,
         };
         resolver.read_vars(root);
@@ -166,7 +173,7 @@ impl<'a> Resolver<'a> {
             .entry("name")
             .map_or(node.origin.clone(), |e| e.key_origin.clone());
         let kind_name = node.get("kind").and_then(Node::as_str).unwrap_or_default();
-        let (Some(kind), false) = (find_kind(kind_name), name.is_empty()) else {
+        let (Some(kind), false) = (find_kind(self.kinds, kind_name), name.is_empty()) else {
             return (None, None); // reported by `read_stages`
         };
         let errors_before = self.diagnostics.list.len();
@@ -409,7 +416,8 @@ impl<'a> Resolver<'a> {
         let Some(entries) = stage.as_map() else {
             return;
         };
-        let expected = kinds()
+        let expected = self
+            .kinds
             .iter()
             .map(|k| k.name)
             .collect::<Vec<_>>()
@@ -424,7 +432,7 @@ impl<'a> Resolver<'a> {
             ),
             Some(entry) => {
                 let given = entry.value.as_str().unwrap_or_default();
-                if find_kind(given).is_none() {
+                if find_kind(self.kinds, given).is_none() {
                     self.diagnostics.push(
                         &entry.value.origin,
                         at,

@@ -1,5 +1,5 @@
-//! What the runner needs of a stage kind ([`Stage`]), and the list of kinds a pipeline can name
-//! ([`kinds`]).
+//! What the runner needs of a stage kind ([`Stage`]) and how it reads one ([`Kind`]). The kinds
+//! themselves live above the runner, in `crate::stages`, which hands their list to it.
 
 use std::path::{Path, PathBuf};
 
@@ -7,11 +7,6 @@ use anyhow::Result;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Serialize;
 
-use crate::evaluate::stage::{EvalStage, KnnStage, LinearProbeStage};
-use crate::finetune::FinetuneStage;
-use crate::onnx::stage::ExportStage;
-use crate::pretrain::PretrainStage;
-use crate::runtime::stage::{InferStage, VerifyStage};
 
 /// A file or folder a stage reads: hashed to decide whether the stage is up to date, and checked
 /// to exist (unless an earlier stage writes it) before anything runs.
@@ -73,21 +68,6 @@ pub struct Kind {
     parse: fn(&str) -> Result<Resolved, serde_saphyr::Error>,
 }
 
-/// Every stage kind a pipeline can name. To add one, implement [`Stage`] for its struct and add
-/// a line here.
-pub fn kinds() -> Vec<Kind> {
-    vec![
-        Kind::of::<PretrainStage>("pretrain"),
-        Kind::of::<FinetuneStage>("finetune"),
-        Kind::of::<EvalStage>("eval"),
-        Kind::of::<LinearProbeStage>("linear_probe"),
-        Kind::of::<KnnStage>("knn"),
-        Kind::of::<ExportStage>("export"),
-        Kind::of::<VerifyStage>("verify"),
-        Kind::of::<InferStage>("infer"),
-    ]
-}
-
 /// Reads one stage file (as `eesmm finetune --config` etc. do): its kind's schema, its
 /// validation, and every file it reads must exist. Errors name the file.
 pub fn read_stage_file<T: Stage + DeserializeOwned>(path: &Path) -> Result<T> {
@@ -111,15 +91,16 @@ pub fn read_stage_file<T: Stage + DeserializeOwned>(path: &Path) -> Result<T> {
     Ok(stage)
 }
 
-pub fn find_kind(name: &str) -> Option<Kind> {
-    kinds().into_iter().find(|k| k.name == name)
-}
-
 /// A stage read from the pipeline, with its configuration as JSON (hashed into its record and
 /// printed by `--dry-run`).
 pub struct Resolved {
     pub stage: Box<dyn Stage>,
     pub config: serde_json::Value,
+}
+
+/// The kind called `name` in `kinds`.
+pub fn find_kind<'a>(kinds: &'a [Kind], name: &str) -> Option<&'a Kind> {
+    kinds.iter().find(|k| k.name == name)
 }
 
 impl Kind {
@@ -186,29 +167,4 @@ fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
     let _ = T::deserialize(Fields(&mut fields));
     fields
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_list_the_keys_of_their_structs() {
-        let pretrain = find_kind("pretrain").unwrap();
-        assert_eq!(
-            pretrain.keys,
-            [
-                "model",
-                "device",
-                "seed",
-                "out_dir",
-                "data",
-                "objective",
-                "optimizer",
-                "train"
-            ]
-        );
-        assert!(find_kind("export").unwrap().keys.contains(&"weights"));
-        assert!(find_kind("nope").is_none());
-    }
 }

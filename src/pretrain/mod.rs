@@ -5,6 +5,6 @@ pub mod mask;
 pub mod mix;
 pub mod objective;
 pub mod run;
-pub mod stage;
+pub mod config;
 
-pub use stage::PretrainStage;
+pub use config::PretrainConfig;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::mask::random_mask;
 use super::mix::warp;
 use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
-use super::stage::PretrainStage;
+use super::config::PretrainConfig;
 use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::Dataset;
 use crate::kernels::TrainBackend;
@@ -28,7 +28,7 @@ use crate::train::report::{image_grid, plot_losses, MetricsLog};
 use crate::with_backend;
 
 /// Runs a pretraining stage, resuming from `resume` or else from the run's latest checkpoint.
-pub fn run(stage: &PretrainStage, resume: Option<PathBuf>) -> Result<PathBuf> {
+pub fn run(stage: &PretrainConfig, resume: Option<PathBuf>) -> Result<PathBuf> {
     with_backend!(each stage.devices()?, |B, devices| train::<B>(
         stage, resume, &devices
     ))
@@ -145,7 +145,7 @@ impl HostPairs {
 }
 
 fn train<B: TrainBackend>(
-    stage: &PretrainStage,
+    stage: &PretrainConfig,
     resume: Option<PathBuf>,
     devices: &[B::Device],
 ) -> Result<PathBuf> {

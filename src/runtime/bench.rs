@@ -10,10 +10,9 @@ use serde::Serialize;
 
 use super::OnnxModel;
 use crate::backend::Cpu;
-use crate::bench::median_seconds;
-use crate::cli::OnnxBenchArgs;
 use crate::model::{Swin, SwinConfig};
 use crate::onnx::{default_card, encode, Outputs};
+use crate::timing::median_seconds;
 
 /// Median forward latency of one batch, in milliseconds.
 #[derive(Debug, Serialize)]
@@ -65,7 +64,21 @@ struct Row {
     latency: Latency,
 }
 
-pub fn run(args: &OnnxBenchArgs) -> Result<()> {
+/// What `eesmm bench onnx` measures.
+#[derive(Debug, Clone)]
+pub struct OnnxBenchOptions {
+    /// Model presets (random weights); empty: swin-micro-32 and swin-t.
+    pub model: Vec<PathBuf>,
+    pub batch: Vec<usize>,
+    /// Timed iterations (the median is reported) after `warmup` untimed ones.
+    pub iters: usize,
+    pub warmup: usize,
+    /// One JSON object per case instead of a table.
+    pub json: bool,
+}
+
+/// `eesmm bench onnx`: ORT and burn latency per model and batch.
+pub fn run(args: &OnnxBenchOptions) -> Result<()> {
     let models: Vec<PathBuf> = if args.model.is_empty() {
         vec![
             "models/swin-micro-32.yaml".into(),

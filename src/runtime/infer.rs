@@ -2,13 +2,12 @@
 //! exported model. Unreadable images are reported by name and skipped; the command fails at the
 //! end if any were.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{preprocess, OnnxModel, Output};
-use crate::cli::InferArgs;
 
 #[derive(Debug, Serialize)]
 pub struct Prediction {
@@ -54,7 +53,23 @@ pub fn classify(model: &mut OnnxModel, file: &Path, k: usize) -> Result<Vec<Pred
     Ok(top_k(&logits.data, k, &model.card.class_names))
 }
 
-pub fn run(args: &InferArgs) -> Result<()> {
+/// What `eesmm infer` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferOptions {
+    /// Image files or folders (every file in a folder).
+    pub images: Vec<PathBuf>,
+    /// The exported .onnx file.
+    pub model: PathBuf,
+    /// Classes printed per image.
+    pub topk: usize,
+    /// One JSON object per line and image: {file, topk: [{label, index, prob}]}.
+    pub json: bool,
+    /// Write the pooled embeddings [N, C] of the readable images here instead of classifying.
+    pub features: Option<PathBuf>,
+}
+
+/// `eesmm infer`: prints the top-k classes of every image, or writes their embeddings.
+pub fn run(args: &InferOptions) -> Result<()> {
     let mut model = OnnxModel::load(&args.model)?;
     if args.features.is_none() && !model.has_output("logits") {
         bail!(

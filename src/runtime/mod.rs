@@ -6,7 +6,7 @@ pub mod bench;
 pub mod infer;
 pub mod ort_env;
 pub mod preprocess;
-pub mod stage;
+
 pub mod verify;
 
 use std::collections::HashMap;

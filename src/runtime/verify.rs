@@ -2,6 +2,8 @@
 //! (random, and real images when given), with max-abs and relative errors and the latency of
 //! both.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -10,9 +12,7 @@ use serde::Serialize;
 use super::bench::{latency, Latency};
 use super::{preprocess, OnnxModel, Output};
 use crate::backend::Cpu;
-use crate::cli::VerifyArgs;
-use crate::commands::load_model;
-use crate::model::{Swin, SwinConfig};
+use crate::model::{load_model, Swin, SwinConfig};
 
 /// The outputs an export can have, computed by burn: `pooled`, `logits`, `features`.
 pub fn burn_outputs(model: &Swin<Cpu>, images: Tensor<Cpu, 4>) -> Vec<Output> {
@@ -91,10 +91,30 @@ pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comp
         .collect()
 }
 
-/// Prints the comparison of `eesmm verify`; fails above the tolerance.
-pub fn run(args: &VerifyArgs) -> Result<()> {
+/// What `eesmm verify` compares (its flags, the `verify` stage's keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyOptions {
+    /// The exported .onnx file.
+    pub onnx: PathBuf,
+    /// The weights it was exported from.
+    pub weights: PathBuf,
+    /// Model preset (default: the config in the model card).
+    pub model: Option<PathBuf>,
+    /// Real images (files or folders) to compare on, besides random inputs.
+    pub images: Vec<PathBuf>,
+    /// Largest allowed absolute difference on any output.
+    pub tol: f32,
+    /// Random inputs, and the larger batch of the latency measurement.
+    pub batch: usize,
+    /// Timed runs per latency (the median is reported).
+    pub iters: usize,
+}
+
+/// Prints the comparison of `eesmm verify` (as one JSON report with `json`); fails above the
+/// tolerance.
+pub fn run(args: &VerifyOptions, json: bool) -> Result<()> {
     let report = check(args)?;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
@@ -115,7 +135,7 @@ pub fn ensure_passed(report: &Report) -> Result<()> {
 }
 
 /// Runs the exported model and the burn model on the same inputs and compares every output.
-pub fn check(args: &VerifyArgs) -> Result<Report> {
+pub fn check(args: &VerifyOptions) -> Result<Report> {
     let mut onnx = OnnxModel::load(&args.onnx)?;
     let config = match &args.model {
         Some(path) => SwinConfig::load(path)?,

@@ -11,7 +11,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
-use eesmm::commands::load_model;
+use eesmm::model::load_model;
 use eesmm::model::SwinConfig;
 
 use super::common::*;

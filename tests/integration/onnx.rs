@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use eesmm::commands::load_model;
+use eesmm::model::load_model;
 use eesmm::npy;
 use eesmm::onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
 use eesmm::onnx::{default_card, encode, Outputs};

@@ -2,7 +2,7 @@
 //! (`../shared/fixtures/timm-swin-small`).
 
 use burn::prelude::*;
-use eesmm::commands::load_model;
+use eesmm::model::load_model;
 use eesmm::model::swin::{relative_position_index, shift_attention_mask};
 use eesmm::model::weights::read_state_dict;
 

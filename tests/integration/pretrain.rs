@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use eesmm::commands::load_model;
+use eesmm::model::load_model;
 
 use super::common::*;
 

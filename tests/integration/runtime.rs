@@ -269,7 +269,7 @@ fn infer_features_writes_the_embeddings_burn_computes() {
     let weights = fixture("swin_small_cls10.safetensors");
     let device = Default::default();
     let (burn_model, _) =
-        eesmm::commands::load_model::<B>(config, &weights, false, &device).unwrap();
+        eesmm::model::load_model::<B>(config, &weights, false, &device).unwrap();
     let images = burn::tensor::Tensor::<B, 4>::from_data(
         burn::tensor::TensorData::new(pixels, [1, 3, 32, 32]),
         &device,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use eesmm::commands::load_model;
+use eesmm::model::load_model;
 use eesmm::model::weights::{read_state_dict, TableResize};
 use eesmm::npy;
 use safetensors::tensor::TensorView;

@@ -1,12 +1,12 @@
-//! The `export` stage of a pipeline: `eesmm export` with its arguments as YAML keys.
+//! The `export` stage kind: `eesmm export` with its flags as YAML keys.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ExportArgs;
 use crate::model::SwinConfig;
+use crate::onnx::ExportOptions;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,8 +43,8 @@ impl ExportStage {
             .unwrap_or_else(|| self.out_dir.join("model.onnx"))
     }
 
-    fn args(&self) -> ExportArgs {
-        ExportArgs {
+    fn options(&self) -> ExportOptions {
+        ExportOptions {
             model: self.model.clone(),
             weights: self.weights.clone(),
             out: self.onnx_path(),
@@ -96,7 +96,7 @@ impl Stage for ExportStage {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("{}: cannot create", dir.display()))?;
         }
-        crate::onnx::export(&self.args())?;
+        crate::onnx::export(&self.options())?;
         Ok(StageResult {
             metric: None,
             artifacts: vec![out],

@@ -1,4 +1,4 @@
-//! The `eval`, `linear_probe` and `knn` stages: their YAML schemas and what they run.
+//! What `eval`, `linear_probe` and `knn` are given (their stages' YAML schemas) and what they run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,18 +6,16 @@ use std::sync::Arc;
 use anyhow::{ensure, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::features::map_dataset;
 use super::metrics::ClassificationReport;
 use super::probe::{knn, linear_probe, FeatureSet, KnnConfig, LinearProbeConfig};
-use crate::commands::load_model;
+use crate::model::load_model;
 use crate::data::loader::ImageFormat;
 use crate::data::{DataConfig, Dataset};
 use crate::kernels::SwinOps;
 use crate::model::saved::SavedModel;
 use crate::model::{Swin, SwinConfig};
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_device};
 use crate::with_backend;
 
@@ -28,7 +26,7 @@ fn default_batch() -> usize {
 /// `eval`: top-1/top-5, per-class accuracy and the confusion matrix of a trained classifier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvalStage {
+pub struct EvalConfig {
     /// Model preset; absent: the architecture in the weights' `.json` sidecar.
     #[serde(default)]
     pub model: Option<PathBuf>,
@@ -44,43 +42,11 @@ pub struct EvalStage {
     pub batch_size: usize,
 }
 
-impl Stage for EvalStage {
-    fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
-    fn outputs(&self) -> Outputs {
-        vec![("report", self.out_dir.join("eval.json"))]
-    }
-
-    fn inputs(&self) -> Vec<Input> {
-        let mut inputs = vec![
-            Input::new("weights", &self.weights),
-            Input::new("data.root", &self.data.root),
-        ];
-        inputs.extend(self.model.iter().map(|m| Input::new("model", m)));
-        inputs
-    }
-
-    fn run(&self, _resume: bool) -> Result<StageResult> {
-        Ok(report_result(&self.out_dir, "eval", &self.run_eval()?))
-    }
-
-    fn validate(&self) -> Result<()> {
-        parse_device(&self.device)?;
-        if let Some(model) = &self.model {
-            SwinConfig::load(model).context("model")?;
-        }
-        ensure!(self.batch_size > 0, "batch_size: must be at least 1");
-        Ok(())
-    }
-}
-
 /// `linear_probe` and `knn`: a frozen encoder's pooled features, judged on labelled data.
 /// The two kinds share this schema; each reads its own section (`probe:` or `knn:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProbeStage {
+pub struct ProbeConfig {
     /// Model preset; absent: the architecture in the weights' `.json` sidecar.
     #[serde(default)]
     pub model: Option<PathBuf>,
@@ -106,18 +72,9 @@ pub struct ProbeStage {
     pub knn: Option<KnnConfig>,
 }
 
-impl ProbeStage {
-    fn inputs(&self) -> Vec<Input> {
-        let mut inputs = vec![
-            Input::new("train_data.root", &self.train_data.root),
-            Input::new("test_data.root", &self.test_data.root),
-        ];
-        inputs.extend(self.weights.iter().map(|w| Input::new("weights", w)));
-        inputs.extend(self.model.iter().map(|m| Input::new("model", m)));
-        inputs
-    }
-
-    fn validate(&self) -> Result<()> {
+impl ProbeConfig {
+    /// Checks the settings, not that the files exist.
+    pub fn validate(&self) -> Result<()> {
         parse_device(&self.device)?;
         ensure!(
             self.weights.is_some() || self.model.is_some(),
@@ -174,17 +131,6 @@ fn input_format(
     })
 }
 
-/// What an evaluating stage reports to the runner: top-1, and the two files of [`write_report`].
-fn report_result(out_dir: &Path, name: &str, report: &ClassificationReport) -> StageResult {
-    StageResult {
-        metric: Some(("top1".into(), report.top1)),
-        artifacts: vec![
-            out_dir.join(format!("{name}.json")),
-            out_dir.join(format!("{name}_confusion.png")),
-        ],
-    }
-}
-
 fn write_report(
     out_dir: &Path,
     name: &str,
@@ -200,7 +146,17 @@ fn write_report(
     report.plot_confusion(&out_dir.join(format!("{name}_confusion.png")), title)
 }
 
-impl EvalStage {
+impl EvalConfig {
+    /// Checks the settings, not that the files exist.
+    pub fn validate(&self) -> Result<()> {
+        parse_device(&self.device)?;
+        if let Some(model) = &self.model {
+            SwinConfig::load(model).context("model")?;
+        }
+        ensure!(self.batch_size > 0, "batch_size: must be at least 1");
+        Ok(())
+    }
+
     /// Writes `eval.json` and `eval_confusion.png`; returns the report.
     pub fn run_eval(&self) -> Result<ClassificationReport> {
         with_backend!(parse_device(&self.device)?, |B, device| {
@@ -247,7 +203,7 @@ pub fn classify_dataset<B: SwinOps>(
     ))
 }
 
-impl ProbeStage {
+impl ProbeConfig {
     /// The pooled features of both sets, cached next to the stage's output folder (in
     /// `<out_dir>/../.features/`, keyed by the weights' content, the model and the data) so
     /// that a probe and a k-NN of the same encoder extract them once.
@@ -266,7 +222,7 @@ impl ProbeStage {
             }
         };
         let weights_key = match &self.weights {
-            Some(w) => crate::onnx::sha256_file(w)?,
+            Some(w) => crate::hash::sha256_file(w)?,
             None => format!("random-{}", self.seed),
         };
         let mut sets = Vec::new();
@@ -280,10 +236,7 @@ impl ProbeStage {
                 serde_json::to_string(data)?,
                 format
             );
-            let digest: String = Sha256::digest(key.as_bytes())[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = &crate::hash::sha256_hex(key.as_bytes())[..24];
             let cache = self
                 .out_dir
                 .parent()
@@ -323,7 +276,7 @@ impl ProbeStage {
     }
 }
 
-impl ProbeStage {
+impl ProbeConfig {
     /// The linear probe: writes `linear_probe.json` and `linear_probe_confusion.png`.
     pub fn run_linear_probe(&self) -> Result<ClassificationReport> {
         let config = self.probe.clone().unwrap_or_default();
@@ -346,63 +299,5 @@ impl ProbeStage {
             write_report(&self.out_dir, "knn", &report, &format!("{}-NN", config.k))?;
             Ok(report)
         })
-    }
-}
-
-/// `kind: linear_probe` — a [`ProbeStage`] that runs its `probe:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LinearProbeStage(pub ProbeStage);
-
-/// `kind: knn` — a [`ProbeStage`] that runs its `knn:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KnnStage(pub ProbeStage);
-
-impl Stage for LinearProbeStage {
-    fn out_dir(&self) -> &Path {
-        &self.0.out_dir
-    }
-
-    fn outputs(&self) -> Outputs {
-        vec![("report", self.0.out_dir.join("linear_probe.json"))]
-    }
-
-    fn inputs(&self) -> Vec<Input> {
-        self.0.inputs()
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.0.validate()
-    }
-
-    fn run(&self, _resume: bool) -> Result<StageResult> {
-        Ok(report_result(
-            &self.0.out_dir,
-            "linear_probe",
-            &self.0.run_linear_probe()?,
-        ))
-    }
-}
-
-impl Stage for KnnStage {
-    fn out_dir(&self) -> &Path {
-        &self.0.out_dir
-    }
-
-    fn outputs(&self) -> Outputs {
-        vec![("report", self.0.out_dir.join("knn.json"))]
-    }
-
-    fn inputs(&self) -> Vec<Input> {
-        self.0.inputs()
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.0.validate()
-    }
-
-    fn run(&self, _resume: bool) -> Result<StageResult> {
-        Ok(report_result(&self.0.out_dir, "knn", &self.0.run_knn()?))
     }
 }

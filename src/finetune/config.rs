@@ -1,6 +1,7 @@
-//! The `finetune` stage: its YAML schema and validation.
+//! What a fine-tuning run is given (the `finetune` stage's YAML schema, `eesmm finetune --config`),
+//! and its validation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -9,14 +10,13 @@ use super::augment::FinetuneAugment;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_training_devices, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
 /// A fine-tuning stage: encoder + average pool + linear head, trained on labelled data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FinetuneStage {
+pub struct FinetuneConfig {
     /// Model preset (YAML with timm SwinTransformer keys); `num_classes` comes from the data.
     pub model: PathBuf,
     /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
@@ -49,7 +49,7 @@ pub struct FinetuneStage {
     pub train: TrainConfig,
 }
 
-impl FinetuneStage {
+impl FinetuneConfig {
     /// The preset with the stage's drop-path rate and `classes` outputs.
     pub fn model_config(&self, classes: usize) -> Result<SwinConfig> {
         let mut config = SwinConfig::load(&self.model).context("model")?;
@@ -96,55 +96,5 @@ impl FinetuneStage {
             ensure!(alpha >= 0.0, "{key}: {alpha} is negative (0 turns it off)");
         }
         Ok(())
-    }
-}
-
-impl Stage for FinetuneStage {
-    fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
-    fn outputs(&self) -> Outputs {
-        vec![
-            ("classifier", self.out_dir.join("classifier.safetensors")),
-            ("eval", self.out_dir.join("eval.json")),
-            ("dir", self.out_dir.clone()),
-        ]
-    }
-
-    fn inputs(&self) -> Vec<Input> {
-        let mut inputs = vec![
-            Input::new("model", &self.model),
-            Input::new("data.root", &self.data.root),
-        ];
-        if let Some(init) = &self.init {
-            inputs.push(Input::new("init", init));
-        }
-        if let Some(eval) = &self.eval_data {
-            inputs.push(Input::new("eval_data.root", &eval.root));
-        }
-        inputs
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.validate_settings()
-    }
-
-    fn run(&self, resume: bool) -> Result<StageResult> {
-        crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
-        let report = super::run::run(self, None)?;
-        let mut artifacts = vec![
-            self.out_dir.join("classifier.safetensors"),
-            self.out_dir.join("classifier.json"),
-            self.out_dir.join("loss.png"),
-        ];
-        if report.is_some() {
-            artifacts.push(self.out_dir.join("eval.json"));
-            artifacts.push(self.out_dir.join("eval_confusion.png"));
-        }
-        Ok(StageResult {
-            metric: report.map(|r| ("top1".to_string(), r.top1)),
-            artifacts,
-        })
     }
 }

@@ -1,4 +1,5 @@
-//! The `pretrain` stage: its YAML schema and validation.
+//! What a pretraining run is given (the `pretrain` stage's YAML schema, `eesmm pretrain --config`), and
+//! its validation.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,6 @@ use super::objective::ObjectiveConfig;
 use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::train::config::{default_device, parse_training_devices, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
@@ -17,7 +17,7 @@ use crate::train::optim::OptimizerConfig;
 /// Paths are relative to the working directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PretrainStage {
+pub struct PretrainConfig {
     /// Model preset (YAML with timm SwinTransformer keys).
     pub model: PathBuf,
     /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
@@ -34,7 +34,7 @@ pub struct PretrainStage {
     pub train: TrainConfig,
 }
 
-impl PretrainStage {
+impl PretrainConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -81,54 +81,5 @@ impl PretrainStage {
             "optimizer.base_lr: must be positive"
         );
         Ok(())
-    }
-
-    /// The final loss, from the last line of `metrics.jsonl`.
-    fn final_loss(&self) -> Result<f64> {
-        let path = self.out_dir.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let last = text.lines().last().context("metrics.jsonl is empty")?;
-        let record: serde_json::Value = serde_json::from_str(last)?;
-        record["loss"]
-            .as_f64()
-            .with_context(|| format!("{}: no `loss` in the last line", path.display()))
-    }
-}
-
-impl Stage for PretrainStage {
-    fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
-    fn outputs(&self) -> Outputs {
-        vec![
-            ("encoder", self.out_dir.join("encoder.safetensors")),
-            ("dir", self.out_dir.clone()),
-        ]
-    }
-
-    fn inputs(&self) -> Vec<Input> {
-        vec![
-            Input::new("model", &self.model),
-            Input::new("data.root", &self.data.root),
-        ]
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.validate_settings()
-    }
-
-    fn run(&self, resume: bool) -> Result<StageResult> {
-        crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
-        super::run::run(self, None)?;
-        Ok(StageResult {
-            metric: Some(("loss".into(), self.final_loss()?)),
-            artifacts: vec![
-                self.out_dir.join("encoder.safetensors"),
-                self.out_dir.join("metrics.jsonl"),
-                self.out_dir.join("loss.png"),
-            ],
-        })
     }
 }
