@@ -11,15 +11,19 @@ F.interpolate(bicubic).
 
 Writes (float32 .npy) into tests/data/:
   relpos_table_w4.npy          [49, 3]   layers.0.blocks.0 table of the w4 fixture
+                                          (tests/fixtures/timm-swin-tiny/backbone.safetensors, made by
+                                          scripts/make_parity_fixture.py)
   relpos_table_w4_to_w7.npy    [169, 3]  timm resize to window 7
   relpos_table_w4_to_w2.npy    [9, 3]    timm resize to window 2
   swin_w7_img56_input.npy      [2, 3, 56, 56]  seeded input (torch.manual_seed(0), randn)
-  swin_small_w7_pooled.npy     [2, 192]  pooled output of SwinTransformer(img_size=56, window_size=7,
+  swin_tiny_w7_pooled.npy      [2, 96]   pooled output of SwinTransformer(img_size=56, window_size=7,
                                           rest = fixture config, num_classes=0) after loading the w4
                                           backbone through checkpoint_filter_fn (every table resized 4->7;
                                           stage resolutions 28/14/7, so no padding; stage 2 has shift 0)
 
-Run from the repository root with torch + timm 1.0.31 installed.
+Run with torch + timm 1.0.31 installed (made with torch 2.15.0, timm 1.0.31):
+  .venv-bench/bin/python scripts/make_relpos_fixture.py
+then scripts/make_bicubic_fixture.py (it reads relpos_table_w4.npy).
 """
 import os
 import warnings
@@ -31,7 +35,7 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, checkpoint_filter_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CKPT = os.path.join(ROOT, "..", "shared", "fixtures", "timm-swin-small", "swin_small_backbone.safetensors")
+CKPT = os.path.join(ROOT, "tests", "fixtures", "timm-swin-tiny", "backbone.safetensors")
 OUT = os.path.join(ROOT, "tests", "data")
 KEY = "layers.0.blocks.0.attn.relative_position_bias_table"
 
@@ -61,7 +65,7 @@ def main():
 
     # whole-model check: w4 backbone loaded into a window-7 model through timm's own filter
     torch.manual_seed(0)
-    model = SwinTransformer(img_size=56, patch_size=2, in_chans=3, embed_dim=48, depths=(2, 2, 2),
+    model = SwinTransformer(img_size=56, patch_size=2, in_chans=3, embed_dim=24, depths=(2, 2, 2),
                             num_heads=(3, 6, 12), window_size=7, mlp_ratio=4.0, qkv_bias=True,
                             drop_path_rate=0.0, num_classes=0).eval()
     missing, unexpected = model.load_state_dict(checkpoint_filter_fn(sd, model), strict=False)
@@ -75,7 +79,8 @@ def main():
     with torch.no_grad():
         pooled = model(x)
     save("swin_w7_img56_input.npy", x)
-    save("swin_small_w7_pooled.npy", pooled)
+    assert tuple(pooled.shape) == (2, 96), pooled.shape
+    save("swin_tiny_w7_pooled.npy", pooled)
 
 
 if __name__ == "__main__":
