@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CUDA check, run on a GPU machine from the repository root:
-#   scripts/gpu_check.sh EESMM_CUDA_BINARY FIXTURES_DIR OUT_DIR [FASHION_MNIST_DIR]
+#   scripts/gpu_check.sh EESMM_CUDA_BINARY OUT_DIR [FASHION_MNIST_DIR]
 # The binary is built without a GPU (`CUDARC_CUDA_VERSION=13000 cargo build --release
-# --features cuda`); FIXTURES_DIR holds ../shared/fixtures/timm-swin-small. It checks the CUDA
+# --features cuda`). It checks the CUDA
 # encoder against timm's outputs, then measures encoder throughput next to PyTorch eager (timm)
 # on the same GPU, when python3 with torch + timm is there, and EESMM vs SimMIM pretraining
 # steps. With FASHION_MNIST_DIR (the idx files, carried along: the GPU machine has no network),
@@ -10,12 +10,13 @@
 # for its verify/infer stages), and, on a machine with several GPUs, pretraining throughput on one
 # GPU against all of them data-parallel (scripts/bench_data_parallel.sh).
 set -uo pipefail
-bin=$1 fixtures=$2 out=$3 fmnist=${4:-}
+bin=$1 out=$2 fmnist=${3:-}
+fixtures=tests/fixtures/timm-swin-tiny
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
-"$bin" features --device cuda --model models/swin-micro-32.yaml \
-    --weights "$fixtures/swin_small_cls10.safetensors" --input "$fixtures/input.npy" \
+"$bin" features --device cuda --model "$fixtures/model.yaml" \
+    --weights "$fixtures/cls10.safetensors" --input "$fixtures/input.npy" \
     --out "$out/pooled.npy" --logits "$out/logits.npy"
 echo "cuda pooled vs timm:"; "$bin" diff "$out/pooled.npy" "$fixtures/expected_pooled.npy"
 echo "cuda logits vs timm:"; "$bin" diff "$out/logits.npy" "$fixtures/expected_logits.npy"

@@ -17,10 +17,10 @@ bash scripts/setup_ort.sh >/dev/null  # ONNX Runtime 1.31.1 into .ort/
 cargo build --release
 eesmm=target/release/eesmm
 
-fixtures=../shared/fixtures/timm-swin-small
+fixtures=tests/fixtures/timm-swin-tiny
 if [ -d "$fixtures" ]; then
     check=$(mktemp -d)
-    "$eesmm" features --model models/swin-micro-32.yaml --weights "$fixtures/swin_small_cls10.safetensors" \
+    "$eesmm" features --model "$fixtures/model.yaml" --weights "$fixtures/cls10.safetensors" \
         --input "$fixtures/input.npy" --out "$check/pooled.npy" --logits "$check/logits.npy"
     echo "encoder vs timm, pooled features and logits:"
     "$eesmm" diff "$check/pooled.npy" "$fixtures/expected_pooled.npy"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints and every test, on the CPU backend.
-# Needs the Rust toolchain (rustup, stable ≥ 1.92), the reference fixtures in ../shared, and
-# python3 with pip once, to fetch ONNX Runtime (.ort/) and `onnx` for the checker test (.venv-test/).
+# Needs the Rust toolchain (rustup, stable ≥ 1.92) and python3 with pip once, to fetch ONNX Runtime (.ort/) and `onnx` for the checker test (.venv-test/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn reads_the_timm_fixture_input() {
-        let input = read(Path::new("../shared/fixtures/timm-swin-small/input.npy")).unwrap();
+        let input = read(Path::new("tests/fixtures/timm-swin-tiny/input.npy")).unwrap();
         assert_eq!(input.shape, vec![2, 3, 32, 32]);
         assert_eq!(input.data.len(), 2 * 3 * 32 * 32);
     }

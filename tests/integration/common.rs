@@ -8,10 +8,20 @@ use eesmm::npy;
 
 pub type B = eesmm::backend::Cpu;
 
+/// A file of the timm parity fixture (tests/fixtures/timm-swin-tiny, made by
+/// scripts/make_parity_fixture.py).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/timm-swin-small")
+        .join("tests/fixtures/timm-swin-tiny")
         .join(name)
+}
+
+/// The parity fixture's architecture, relative to the repository root (where `eesmm` runs).
+pub const FIXTURE_MODEL: &str = "tests/fixtures/timm-swin-tiny/model.yaml";
+
+/// The parity fixture's architecture.
+pub fn fixture_model() -> eesmm::model::SwinConfig {
+    eesmm::model::SwinConfig::load(&fixture("model.yaml")).unwrap()
 }
 
 pub fn test_data(name: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use eesmm::data::{cifar, fashion_mnist, Split};
 use super::common::TempDir;
 
 fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/cifar")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar")
 }
 
 fn fmnist_root() -> &'static Path {
@@ -111,7 +111,7 @@ fn cifar100_reads_fine_labels_and_names_truncated_files() {
 }
 
 fn imagefolder() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/imagefolder/train")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagefolder/train")
 }
 
 /// The 20 ImageNet validation JPEGs in 19 class folders: labels from the sorted folder names.

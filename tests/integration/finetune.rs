@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::common::*;
 
-fn shared(path: &str) -> PathBuf {
+fn test_fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+        .join("tests/fixtures")
         .join(path)
 }
 
@@ -40,7 +40,7 @@ fn write(path: &Path, text: &str) -> String {
 #[test]
 fn fine_tuning_fits_twenty_cifar_images_and_eval_agrees() {
     let dir = TempDir::new("ft-cifar");
-    let cifar = shared("cifar/cifar-10-batches-bin");
+    let cifar = test_fixture("cifar/cifar-10-batches-bin");
     let data = format!(
         "{{dataset: cifar10, root: {}, split: test}}",
         cifar.display()
@@ -164,15 +164,15 @@ fn linear_probe_and_knn_judge_a_frozen_encoder() {
     let dir = TempDir::new("probe");
     let folder = format!(
         "{{dataset: image_folder, root: {}}}",
-        shared("imagefolder/train").display()
+        test_fixture("imagefolder/train").display()
     );
     let config = write(
         &dir.0.join("probe.yaml"),
         &format!(
-            "model: models/swin-micro-32.yaml\nweights: {}\nout_dir: {}\n\
+            "model: {FIXTURE_MODEL}\nweights: {}\nout_dir: {}\n\
              train_data: {folder}\ntest_data: {folder}\n\
              probe: {{epochs: 200, lr: 1.0e-2, batch_size: 20}}\nknn: {{k: 1}}\n",
-            fixture("swin_small_cls10.safetensors").display(),
+            fixture("cls10.safetensors").display(),
             dir.0.join("probe").display()
         ),
     );
@@ -231,21 +231,21 @@ fn fine_tuning_on_an_image_folder_keeps_its_class_names() {
     let dir = TempDir::new("ft-folder");
     let folder = format!(
         "{{dataset: image_folder, root: {}}}",
-        shared("imagefolder/train").display()
+        test_fixture("imagefolder/train").display()
     );
     let run = dir.0.join("run");
     let config = write(
         &dir.0.join("ft.yaml"),
         &format!(
-            "model: models/swin-micro-32.yaml\nout_dir: {}\n\
+            "model: {FIXTURE_MODEL}\nout_dir: {}\n\
              init: {}\ndata: {folder}\neval_data: {folder}\n\
              optimizer: {{base_lr: 1.0e-2}}\ntrain: {{epochs: 1, batch_size: 10}}\n",
             run.display(),
-            fixture("swin_small_cls10.safetensors").display()
+            fixture("cls10.safetensors").display()
         ),
     );
     run_ok(&["finetune", "--config", &config]);
-    let mut wnids: Vec<String> = std::fs::read_dir(shared("imagefolder/train"))
+    let mut wnids: Vec<String> = std::fs::read_dir(test_fixture("imagefolder/train"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -267,7 +267,7 @@ fn fine_tuning_on_an_image_folder_keeps_its_class_names() {
     run_ok(&[
         "export",
         "--model",
-        "models/swin-micro-32.yaml",
+        FIXTURE_MODEL,
         "--weights",
         run.join("classifier.safetensors").to_str().unwrap(),
         "--head",

@@ -59,8 +59,8 @@ fn random_micro_model_in_ort_matches_burn_at_two_batch_sizes() {
 
 #[test]
 fn timm_fixture_export_in_ort_gives_timms_logits_and_features() {
-    let config = preset("swin-micro-32.yaml");
-    let weights = fixture("swin_small_cls10.safetensors");
+    let config = fixture_model();
+    let weights = fixture("cls10.safetensors");
     let (model, _) = load_model::<B>(config.clone(), &weights, true, &Default::default()).unwrap();
     let card = default_card(&config, ALL, 10);
     let mut onnx = OnnxModel::from_bytes(&encode(&model, &config, ALL, &card).unwrap()).unwrap();
@@ -198,7 +198,7 @@ fn grayscale_micro_28_export_matches_burn_and_infers_from_a_photo() {
     let dir = TempDir::new("gray");
     let path = dir.0.join("gray.onnx");
     std::fs::write(&path, &bytes).unwrap();
-    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/photos/coffee.jpg");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/coffee.jpg");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_eesmm"))
         .args([
             "infer",

@@ -1,5 +1,5 @@
 //! The burn Swin against timm 1.0.31's outputs for the same weights and input
-//! (`../shared/fixtures/timm-swin-small`).
+//! (`tests/fixtures/timm-swin-tiny`).
 
 use burn::prelude::*;
 use eesmm::model::load_model;
@@ -32,10 +32,10 @@ fn relative_position_index_and_shift_masks_equal_timm() {
 #[test]
 fn every_stage_matches_timm() {
     let device = Default::default();
-    let config = preset("swin-micro-32.yaml");
+    let config = fixture_model();
     let (model, report) = load_model::<B>(
         config,
-        &fixture("swin_small_backbone.safetensors"),
+        &fixture("backbone.safetensors"),
         false,
         &device,
     )
@@ -73,8 +73,8 @@ fn logits_match_timm_from_safetensors() {
     let device = Default::default();
     let images = read_tensor::<4>(&fixture("input.npy"));
     let (model, report) = load_model::<B>(
-        preset("swin-micro-32.yaml"),
-        &fixture("swin_small_cls10.safetensors"),
+        fixture_model(),
+        &fixture("cls10.safetensors"),
         true,
         &device,
     )
@@ -103,7 +103,7 @@ fn old_layout_pt_matches_the_logits_saved_with_it() {
         Tensor::<B, 2>::from_data(saved["y"].clone(), &device),
     );
     let (model, report) =
-        load_model::<B>(preset("swin-micro-32.yaml"), &path, true, &device).unwrap();
+        load_model::<B>(fixture_model(), &path, true, &device).unwrap();
     assert_eq!(report.applied, 92, "backbone and head");
     assert!(
         report
@@ -123,12 +123,12 @@ fn old_layout_pt_matches_the_logits_saved_with_it() {
 #[test]
 fn window_change_matches_timm_checkpoint_filter() {
     let device = Default::default();
-    let mut config = preset("swin-micro-32.yaml");
+    let mut config = fixture_model();
     config.img_size = 56;
     config.window_size = 7;
     let (model, report) = load_model::<B>(
         config,
-        &fixture("swin_small_backbone.safetensors"),
+        &fixture("backbone.safetensors"),
         false,
         &device,
     )
@@ -140,7 +140,7 @@ fn window_change_matches_timm_checkpoint_filter() {
         .count();
     assert_eq!(resized, 6, "{:?}", report.notes);
     let pooled = model.forward(read_tensor(&test_data("swin_w7_img56_input.npy")));
-    let err = max_abs_diff(pooled, read_tensor(&test_data("swin_small_w7_pooled.npy")));
+    let err = max_abs_diff(pooled, read_tensor(&test_data("swin_tiny_w7_pooled.npy")));
     assert!(err < 1e-4, "pooled differs by {err}");
 }
 

@@ -425,7 +425,7 @@ fn an_interrupted_stage_resumes_only_when_unchanged() {
 #[test]
 fn every_shipped_pipeline_validates() {
     let dir = TempDir::new("pipeline-shipped");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let imagenet = dir.0.join("imagenet");
     std::fs::create_dir_all(&imagenet).unwrap();
     for split in ["train", "val"] {

@@ -18,17 +18,17 @@ fn success(output: &Output) -> String {
 }
 
 fn photos() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/photos")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
 }
 
 /// Exports the timm fixture (10-class head) into `dir`, with the extra flags given.
 fn export_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    let weights = fixture("swin_small_cls10.safetensors");
+    let weights = fixture("cls10.safetensors");
     let mut args = vec![
         "export",
         "--model",
-        "models/swin-micro-32.yaml",
+        FIXTURE_MODEL,
         "--weights",
         weights.to_str().unwrap(),
         "--out",
@@ -62,9 +62,9 @@ fn export_writes_a_model_card_that_infer_can_use() {
     assert_eq!(card.class_names, names);
     assert_eq!(card.outputs, ["pooled", "logits"]);
     assert_eq!(card.model_config.num_classes, 10);
-    assert_eq!(card.model_config.embed_dim, 48);
-    assert_eq!(card.source_checkpoint, "swin_small_cls10.safetensors");
-    let sha = eesmm::onnx::sha256_file(&fixture("swin_small_cls10.safetensors")).unwrap();
+    assert_eq!(card.model_config.embed_dim, 24);
+    assert_eq!(card.source_checkpoint, "cls10.safetensors");
+    let sha = eesmm::hash::sha256_file(&fixture("cls10.safetensors")).unwrap();
     assert_eq!(card.source_checkpoint_sha256, sha);
     assert_eq!(sha.len(), 64);
     assert_eq!(card.eesmm_version, env!("CARGO_PKG_VERSION"));
@@ -96,7 +96,7 @@ fn exported_model_passes_the_onnx_checker_full_check() {
 fn verify_reports_errors_and_latency_and_fails_above_the_tolerance() {
     let dir = TempDir::new("verify");
     let path = export_fixture(&dir.0, "m.onnx", &["--head", "--feature-map"]);
-    let weights = fixture("swin_small_cls10.safetensors");
+    let weights = fixture("cls10.safetensors");
     let args = |tol: &'static str| {
         vec![
             "verify".to_string(),
@@ -262,11 +262,11 @@ fn infer_features_writes_the_embeddings_burn_computes() {
         out.to_str().unwrap(),
     ]));
     let embeddings = npy::read(&out).unwrap();
-    assert_eq!(embeddings.shape, [1, 192]);
+    assert_eq!(embeddings.shape, [1, 96]);
     let card = OnnxModel::load(&path).unwrap().card;
     let pixels = eesmm::runtime::preprocess::load(&photo, &card).unwrap();
-    let config = preset("swin-micro-32.yaml");
-    let weights = fixture("swin_small_cls10.safetensors");
+    let config = fixture_model();
+    let weights = fixture("cls10.safetensors");
     let device = Default::default();
     let (burn_model, _) =
         eesmm::model::load_model::<B>(config, &weights, false, &device).unwrap();

@@ -59,7 +59,7 @@ fn write_safetensors(path: &std::path::Path, dict: &BTreeMap<String, (Vec<usize>
 
 #[test]
 fn missing_unexpected_and_misshapen_keys_are_named() {
-    let dict = read_state_dict(&fixture("swin_small_backbone.safetensors")).unwrap();
+    let dict = read_state_dict(&fixture("backbone.safetensors")).unwrap();
     let mut dict: BTreeMap<String, (Vec<usize>, Vec<f32>)> = dict
         .into_iter()
         .map(|(k, v)| (k, (v.shape.to_vec(), v.to_vec::<f32>().unwrap())))
@@ -72,7 +72,7 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
     write_safetensors(&path, &dict);
 
     let error = load_model::<B>(
-        preset("swin-micro-32.yaml"),
+        fixture_model(),
         &path,
         false,
         &Default::default(),
@@ -98,14 +98,14 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
 #[test]
 fn a_head_is_required_only_when_asked_for() {
     let device = Default::default();
-    let backbone = fixture("swin_small_backbone.safetensors");
+    let backbone = fixture("backbone.safetensors");
     let error =
-        load_model::<B>(preset("swin-micro-32.yaml"), &backbone, true, &device).unwrap_err();
+        load_model::<B>(fixture_model(), &backbone, true, &device).unwrap_err();
     assert!(format!("{error:#}").contains("has no classifier head (head.fc.weight)"));
     // A checkpoint with a head loads into the encoder alone; the head keys are reported as ignored.
     let (_, report) = load_model::<B>(
-        preset("swin-micro-32.yaml"),
-        &fixture("swin_small_cls10.safetensors"),
+        fixture_model(),
+        &fixture("cls10.safetensors"),
         false,
         &device,
     )

@@ -22,7 +22,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 fn main() {
     let fixtures =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/timm-swin-small");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/timm-swin-tiny");
     let device = Default::default();
     let model = model::Model::<NdArray>::default();
     let input = npy::read(&fixtures.join("input.npy")).unwrap();
