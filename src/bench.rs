@@ -90,7 +90,11 @@ pub fn encoder(args: &ThroughputOptions) -> Result<()> {
 
 /// The same case on the Flex backend, when built with the `flex` feature and run on CPU.
 #[cfg(feature = "flex")]
-fn flex_row(config: &SwinConfig, batch: usize, args: &ThroughputOptions) -> Option<EncoderThroughput> {
+fn flex_row(
+    config: &SwinConfig,
+    batch: usize,
+    args: &ThroughputOptions,
+) -> Option<EncoderThroughput> {
     type Flex = burn::backend::Autodiff<crate::backend::CpuFlex>;
     (args.device == DeviceSpec::Cpu)
         .then(|| measure::<Flex>(config, batch, args, &Default::default()))

@@ -9,11 +9,11 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::cli::{BenchCommand, Command, FeaturesArgs};
 use crate::evaluate::{ClassificationReport, EvalConfig};
 use crate::finetune::FinetuneConfig;
-use crate::pretrain::PretrainConfig;
-use crate::stages::{KnnStage, LinearProbeStage};
 use crate::kernels::TrainBackend;
 use crate::model::{info, load_model, SwinConfig};
 use crate::pipeline::read_stage_file;
+use crate::pretrain::PretrainConfig;
+use crate::stages::{KnnStage, LinearProbeStage};
 use crate::{bench, npy, with_backend};
 
 pub fn run(command: Command) -> Result<()> {
@@ -73,7 +73,11 @@ pub fn run(command: Command) -> Result<()> {
         Command::Verify(args) => crate::runtime::verify::run(&args.options(), args.json),
         Command::Infer(args) => crate::runtime::infer::run(&args.options()),
         Command::Run(args) => {
-            let pipeline = crate::pipeline::Pipeline::load(&args.pipeline, &args.set, &crate::stages::kinds())?;
+            let pipeline = crate::pipeline::Pipeline::load(
+                &args.pipeline,
+                &args.set,
+                &crate::stages::kinds(),
+            )?;
             let options = crate::pipeline::RunOptions {
                 from: args.from,
                 only: args.only,

@@ -1,16 +1,13 @@
 //! ImageNet-style folders: `root/<class>/<image>` (labels from the sorted class-folder names) and
 //! unlabelled folders of images at any depth (for pretraining). Images are decoded by content,
 //! not extension (ImageNet has PNGs named `.JPEG`, CMYK and grayscale JPEGs), converted to RGB,
-//! and resized (shorter side, triangle filter) and center-cropped to the model's input when read.
+//! resized and center-cropped when read (`preprocess.rs`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use image::imageops::FilterType;
 use image::ImageReader;
 use serde::{Deserialize, Serialize};
-
-use super::RawImage;
 
 /// What to do with a file that is not a readable image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -143,29 +140,4 @@ pub fn scan_labelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListin
 pub fn scan_unlabelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListing> {
     let files = files_below(root)?.into_iter().map(|f| (f, 0)).collect();
     listing(files, vec!["image".into()], policy)
-}
-
-/// Decodes one image to RGB, resizes its shorter side to `size` and center-crops `size x size`.
-pub fn decode(path: &Path, size: usize) -> Result<RawImage> {
-    let image = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(anyhow::Error::from)
-        .and_then(|r| Ok(r.decode()?))
-        .with_context(|| format!("{}: cannot decode", path.display()))?
-        .to_rgb8();
-    let (w, h) = image.dimensions();
-    let scale = size as f64 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(size as u32),
-        ((h as f64 * scale).round() as u32).max(size as u32),
-    );
-    let resized = image::imageops::resize(&image, nw, nh, FilterType::Triangle);
-    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
-    let cropped = image::imageops::crop_imm(&resized, x0, y0, size as u32, size as u32).to_image();
-    Ok(RawImage {
-        height: size,
-        width: size,
-        channels: 3,
-        pixels: cropped.into_raw(),
-    })
 }

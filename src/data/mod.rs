@@ -7,12 +7,14 @@ pub mod cifar;
 pub mod fashion_mnist;
 pub mod image_folder;
 pub mod loader;
+pub mod preprocess;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use image_folder::BadImagePolicy;
-
+use preprocess::Resize;
 use serde::{Deserialize, Serialize};
 
 /// One decoded image: `height x width x channels` bytes, row-major, channels last.
@@ -29,10 +31,10 @@ pub struct RawImage {
 #[derive(Debug, Clone)]
 pub enum Images {
     Decoded(Vec<RawImage>),
-    /// Decoded, resized and center-cropped to `size` on read.
+    /// Decoded, resized and center-cropped on read ([`preprocess::load`]).
     Files {
         paths: Vec<PathBuf>,
-        size: usize,
+        resize: Resize,
     },
 }
 
@@ -59,9 +61,21 @@ impl Dataset {
     pub fn image(&self, index: usize) -> anyhow::Result<Cow<'_, RawImage>> {
         match &self.images {
             Images::Decoded(images) => Ok(Cow::Borrowed(&images[index])),
-            Images::Files { paths, size } => {
-                Ok(Cow::Owned(image_folder::decode(&paths[index], *size)?))
+            Images::Files { paths, resize } => {
+                let path = &paths[index];
+                let image = preprocess::load(path, resize)
+                    .with_context(|| format!("{}: cannot decode", path.display()))?;
+                Ok(Cow::Owned(image))
             }
+        }
+    }
+
+    /// How an image file becomes input of a `image_size` px model, as this dataset does it:
+    /// recorded with the models trained on it, so that `eesmm infer` does the same.
+    pub fn resize(&self, image_size: usize) -> Resize {
+        match &self.images {
+            Images::Files { resize, .. } => *resize,
+            Images::Decoded(_) => Resize::native(image_size),
         }
     }
 
@@ -84,7 +98,6 @@ pub const IMAGENET_NORMALIZATION: ([f32; 3], [f32; 3]) =
 
 /// Class names from a text file, one per line (blank lines ignored).
 pub fn read_class_names(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     Ok(text
@@ -162,12 +175,12 @@ pub enum Split {
 }
 
 impl DataConfig {
-    /// Loads the dataset; folder images will be read at `image_size` x `image_size`.
-    pub fn load(&self, image_size: usize) -> anyhow::Result<Dataset> {
+    /// Loads the dataset; folder images will be read with `resize`.
+    pub fn load(&self, resize: Resize) -> anyhow::Result<Dataset> {
         let folder = |listing: image_folder::FolderListing| Dataset {
             images: Images::Files {
                 paths: listing.files,
-                size: image_size,
+                resize,
             },
             labels: listing.labels,
             class_names: listing.class_names,

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::features::map_dataset;
 use super::metrics::ClassificationReport;
 use super::probe::{knn, linear_probe, FeatureSet, KnnConfig, LinearProbeConfig};
-use crate::model::load_model;
 use crate::data::loader::ImageFormat;
+use crate::data::preprocess::Resize;
 use crate::data::{DataConfig, Dataset};
 use crate::kernels::SwinOps;
+use crate::model::load_model;
 use crate::model::saved::SavedModel;
 use crate::model::{Swin, SwinConfig};
 use crate::train::config::{default_device, parse_device};
@@ -112,6 +113,19 @@ fn architecture(model: Option<&Path>, weights: Option<&Path>) -> Result<SwinConf
         .model)
 }
 
+/// How image files are resized for the model: as in its training (the sidecar's), else timm's
+/// evaluation resize. The same resize goes into its ONNX model card, so `eesmm infer` matches.
+fn resize_for(config: &SwinConfig, weights: Option<&Path>) -> Result<Resize> {
+    let saved = match weights {
+        Some(w) => SavedModel::read_beside(w)?,
+        None => None,
+    };
+    Ok(saved
+        .and_then(|s| s.resize)
+        .filter(|r| r.crop == config.img_size)
+        .unwrap_or_else(|| Resize::timm_eval(config.img_size)))
+}
+
 /// How images enter the model: the sidecar's normalisation if the weights have one (what the
 /// model was trained with), else the dataset's.
 fn input_format(
@@ -167,7 +181,8 @@ impl EvalConfig {
     fn evaluate<B: SwinOps>(&self, device: &B::Device) -> Result<ClassificationReport> {
         let config = architecture(self.model.as_deref(), Some(&self.weights))?;
         let (model, _) = load_model::<B>(config.clone(), &self.weights, true, device)?;
-        let dataset = Arc::new(self.data.load(config.img_size)?);
+        let resize = resize_for(&config, Some(&self.weights))?;
+        let dataset = Arc::new(self.data.load(resize)?);
         let format = input_format(&config, Some(&self.weights), &dataset)?;
         let report = classify_dataset(&model, &dataset, &format, self.batch_size, device)?;
         write_report(&self.out_dir, "eval", &report, "eval")?;
@@ -228,7 +243,7 @@ impl ProbeConfig {
         let mut sets = Vec::new();
         let mut class_names = Vec::new();
         for (what, data) in [("train", &self.train_data), ("test", &self.test_data)] {
-            let dataset = Arc::new(data.load(config.img_size)?);
+            let dataset = Arc::new(data.load(resize_for(&config, self.weights.as_deref())?)?);
             let format = input_format(&config, self.weights.as_deref(), &dataset)?;
             let key = format!(
                 "{weights_key}{}{}{:?}",

@@ -3,7 +3,7 @@
 //! CutMix, label smoothing and an optional EMA of the weights.
 
 pub mod augment;
-pub mod run;
 pub mod config;
+pub mod run;
 
 pub use config::FinetuneConfig;

@@ -17,6 +17,7 @@ use serde_json::{json, Map};
 use super::augment::{random_erase, FinetuneAugment};
 use super::config::FinetuneConfig;
 use crate::data::loader::{to_tensor_data, CropAugment, EpochSlices, ImageFormat, Prefetcher};
+use crate::data::preprocess::Resize;
 use crate::data::Dataset;
 use crate::evaluate::classify_dataset;
 use crate::evaluate::ClassificationReport;
@@ -33,7 +34,10 @@ use crate::with_backend;
 
 /// Runs a fine-tuning stage (resuming from `resume` or the run's latest checkpoint) and
 /// returns the final evaluation, if the stage has `eval_data`.
-pub fn run(stage: &FinetuneConfig, resume: Option<PathBuf>) -> Result<Option<ClassificationReport>> {
+pub fn run(
+    stage: &FinetuneConfig,
+    resume: Option<PathBuf>,
+) -> Result<Option<ClassificationReport>> {
     with_backend!(each stage.devices()?, |B, devices| train::<B>(
         stage, resume, &devices
     ))
@@ -161,13 +165,15 @@ fn train<B: TrainBackend>(
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
     let preset = stage.model_config(1)?;
-    let dataset = Arc::new(stage.data.load(preset.img_size)?);
+    let dataset = Arc::new(stage.data.load(Resize::timm_eval(preset.img_size))?);
     let classes = dataset.class_names.len();
     ensure!(classes > 1, "data: needs labels of at least two classes");
     let config = stage.model_config(classes)?;
     let eval_set = match &stage.eval_data {
         Some(data) => {
-            let set = data.load(config.img_size).context("eval_data")?;
+            let set = data
+                .load(Resize::timm_eval(config.img_size))
+                .context("eval_data")?;
             ensure!(
                 set.class_names == dataset.class_names,
                 "eval_data: its classes differ from data's"
@@ -282,6 +288,7 @@ fn train<B: TrainBackend>(
         config.clone(),
         format.normalization.clone(),
         dataset.class_names.clone(),
+        dataset.resize(config.img_size),
     )
     .save(&final_model, &run_dir.join("classifier.safetensors"))?;
     // A run that resumed after its last epoch has no report in memory: evaluate once more.

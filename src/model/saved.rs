@@ -10,6 +10,7 @@ use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 
 use super::{Swin, SwinConfig};
+use crate::data::preprocess::Resize;
 use crate::data::Normalization;
 
 /// `<name>.json` next to `<name>.safetensors`.
@@ -20,6 +21,10 @@ pub struct SavedModel {
     /// Empty for an encoder without a head.
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// How image files were brought to the input size in training and evaluation (absent in
+    /// sidecars older than this field: then timm's evaluation resize is assumed).
+    #[serde(default)]
+    pub resize: Option<Resize>,
     pub eesmm_version: String,
 }
 
@@ -29,11 +34,17 @@ pub fn sidecar_path(weights: &Path) -> PathBuf {
 }
 
 impl SavedModel {
-    pub fn new(model: SwinConfig, normalization: Normalization, class_names: Vec<String>) -> Self {
+    pub fn new(
+        model: SwinConfig,
+        normalization: Normalization,
+        class_names: Vec<String>,
+        resize: Resize,
+    ) -> Self {
         Self {
             model,
             normalization,
             class_names,
+            resize: Some(resize),
             eesmm_version: env!("CARGO_PKG_VERSION").into(),
         }
     }

@@ -8,13 +8,9 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::data::preprocess::{ImageFormat, Interpolation, Resize};
+use crate::data::{Normalization, IMAGENET_NORMALIZATION};
 use crate::model::SwinConfig;
-
-/// ImageNet channel statistics, timm's defaults for Swin.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-/// timm's Swin evaluation crop: resize the shorter side to `img_size / 0.9`, center crop.
-pub const CROP_PCT: f64 = 0.9;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelCard {
@@ -22,7 +18,7 @@ pub struct ModelCard {
     pub image_size: usize,
     /// 3 (RGB) or 1 (grayscale).
     pub in_chans: usize,
-    /// Resize the shorter side to this (bicubic), then center-crop `image_size`.
+    /// Resize the shorter side to this (with `interpolation`), then center-crop `image_size`.
     pub resize_shorter_side: usize,
     pub interpolation: String,
     /// Per channel, applied to pixels scaled to [0, 1]: `(x - mean) / std`.
@@ -43,22 +39,42 @@ pub struct ModelCard {
 /// (timm's grayscale convention) for one channel.
 pub fn default_normalization(in_chans: usize) -> (Vec<f32>, Vec<f32>) {
     let avg = |v: [f32; 3]| v.iter().sum::<f32>() / 3.0;
+    let (mean, std) = IMAGENET_NORMALIZATION;
     if in_chans == 3 {
-        (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec())
+        (mean.to_vec(), std.to_vec())
     } else {
-        (
-            vec![avg(IMAGENET_MEAN); in_chans],
-            vec![avg(IMAGENET_STD); in_chans],
-        )
+        (vec![avg(mean); in_chans], vec![avg(std); in_chans])
     }
 }
 
-/// Shorter side before the center crop, `floor(img_size / CROP_PCT)` as timm computes it.
-pub fn resize_for(image_size: usize) -> usize {
-    (image_size as f64 / CROP_PCT).floor() as usize
-}
-
 impl ModelCard {
+    /// How an image file is brought to the input size ([`crate::data::preprocess`]).
+    pub fn resize(&self) -> Result<Resize> {
+        Ok(Resize {
+            shorter_side: self.resize_shorter_side,
+            crop: self.image_size,
+            interpolation: Interpolation::parse(&self.interpolation)
+                .context("metadata `interpolation`")?,
+        })
+    }
+
+    /// Size, channels and normalisation of the input.
+    pub fn image_format(&self) -> ImageFormat {
+        ImageFormat {
+            size: self.image_size,
+            channels: self.in_chans,
+            normalization: Normalization {
+                mean: self.mean.clone(),
+                std: self.std.clone(),
+            },
+        }
+    }
+
+    /// One image file as input of this model, `[in_chans, S, S]`.
+    pub fn load_image(&self, path: &std::path::Path) -> Result<Vec<f32>> {
+        crate::data::preprocess::load_input(path, &self.resize()?, &self.image_format())
+    }
+
     pub fn to_metadata(&self) -> Vec<(String, String)> {
         vec![
             ("image_size", self.image_size.to_string()),

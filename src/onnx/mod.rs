@@ -15,6 +15,7 @@ use burn::prelude::*;
 use prost::Message;
 
 use crate::backend::Cpu;
+use crate::data::preprocess::Resize;
 use crate::hash::sha256_file;
 use crate::model::saved::SavedModel;
 use crate::model::{load_model, Swin, SwinConfig};
@@ -46,11 +47,12 @@ pub fn output_names(outputs: Outputs) -> Vec<String> {
 /// A card for `config` with the default preprocessing (ImageNet mean/std, timm's 0.9 crop).
 pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> ModelCard {
     let (mean, std) = card::default_normalization(config.in_chans);
+    let resize = Resize::timm_eval(config.img_size);
     ModelCard {
         image_size: config.img_size,
         in_chans: config.in_chans,
-        resize_shorter_side: card::resize_for(config.img_size),
-        interpolation: "bicubic".into(),
+        resize_shorter_side: resize.shorter_side,
+        interpolation: resize.interpolation.name().into(),
         mean,
         std,
         class_names: (0..classes).map(|i| format!("class_{i}")).collect(),
@@ -99,10 +101,14 @@ pub fn export(args: &ExportOptions) -> Result<()> {
         feature_map: args.feature_map,
     };
     let mut card = default_card(&config, outputs, classes);
-    // A model trained by eesmm carries its normalisation and class names in a sidecar.
+    // A model trained by eesmm carries its normalisation, resize and class names in a sidecar.
     if let Some(saved) = SavedModel::read_beside(&args.weights)? {
         card.mean = saved.normalization.mean;
         card.std = saved.normalization.std;
+        if let Some(resize) = saved.resize.filter(|r| r.crop == config.img_size) {
+            card.resize_shorter_side = resize.shorter_side;
+            card.interpolation = resize.interpolation.name().into();
+        }
         if args.head && saved.class_names.len() == classes {
             card.class_names = saved.class_names;
         }

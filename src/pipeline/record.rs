@@ -169,7 +169,6 @@ fn canonical(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

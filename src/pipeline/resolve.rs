@@ -59,7 +59,8 @@ impl Pipeline {
                 return Err(diagnostics);
             }
         };
-        let pipeline = Resolver::new(&mut root, sets, kinds, &mut diagnostics).map(|r| r.resolve(file));
+        let pipeline =
+            Resolver::new(&mut root, sets, kinds, &mut diagnostics).map(|r| r.resolve(file));
         match pipeline {
             Some(pipeline) if diagnostics.is_empty() => Ok(pipeline),
             _ => Err(diagnostics),

@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Serialize;
 
-
 /// A file or folder a stage reads: hashed to decide whether the stage is up to date, and checked
 /// to exist (unless an earlier stage writes it) before anything runs.
 #[derive(Debug, Clone, PartialEq)]

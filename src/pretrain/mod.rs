@@ -1,10 +1,10 @@
 //! Pretraining: masks, the EESMM superposition, the objectives, and the training run behind
 //! `eesmm pretrain`.
 
+pub mod config;
 pub mod mask;
 pub mod mix;
 pub mod objective;
 pub mod run;
-pub mod config;
 
 pub use config::PretrainConfig;

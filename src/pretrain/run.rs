@@ -12,11 +12,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
+use super::config::PretrainConfig;
 use super::mask::random_mask;
 use super::mix::warp;
 use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
-use super::config::PretrainConfig;
 use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
+use crate::data::preprocess::Resize;
 use crate::data::Dataset;
 use crate::kernels::TrainBackend;
 use crate::model::saved::SavedModel;
@@ -154,7 +155,7 @@ fn train<B: TrainBackend>(
     let run_dir = stage.out_dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
-    let dataset = Arc::new(stage.data.load(config.img_size)?);
+    let dataset = Arc::new(stage.data.load(Resize::timm_eval(config.img_size))?);
     let format = ImageFormat {
         size: config.img_size,
         channels: config.in_chans,
@@ -237,7 +238,8 @@ fn train<B: TrainBackend>(
         },
         &mut hooks,
     )?;
-    save_encoder::<B>(&run_dir, &model, &config, &format)?;
+    let resize = dataset.resize(config.img_size);
+    save_encoder::<B>(&run_dir, &model, &config, &format, resize)?;
     Ok(run_dir)
 }
 
@@ -372,18 +374,24 @@ fn write_preview<B: TrainBackend>(
 
 /// The final encoder: burn record (`encoder.mpk`), timm-layout safetensors
 /// (`encoder.safetensors`, loadable by timm's SwinTransformer with num_classes=0) and
-/// `encoder.json` (model config and input normalisation).
+/// `encoder.json` (model config, input normalisation and resize).
 fn save_encoder<B: TrainBackend>(
     run_dir: &Path,
     model: &PretrainModel<B>,
     config: &SwinConfig,
     format: &ImageFormat,
+    resize: Resize,
 ) -> Result<()> {
     let encoder = model.encoder.valid();
     encoder.clone().save_file(
         run_dir.join("encoder"),
         &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
     )?;
-    SavedModel::new(config.clone(), format.normalization.clone(), Vec::new())
-        .save(&encoder, &run_dir.join("encoder.safetensors"))
+    SavedModel::new(
+        config.clone(),
+        format.normalization.clone(),
+        Vec::new(),
+        resize,
+    )
+    .save(&encoder, &run_dir.join("encoder.safetensors"))
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{preprocess, OnnxModel, Output};
+use super::{OnnxModel, Output};
+use crate::data::preprocess;
 
 #[derive(Debug, Serialize)]
 pub struct Prediction {
@@ -39,7 +40,7 @@ pub fn top_k(logits: &[f32], k: usize, names: &[String]) -> Vec<Prediction> {
 
 /// Every output of the model on one image file.
 pub fn run_file(model: &mut OnnxModel, file: &Path) -> Result<Vec<Output>> {
-    let image = preprocess::load(file, &model.card)?;
+    let image = model.card.load_image(file)?;
     model.run(&image, 1)
 }
 

@@ -1,11 +1,10 @@
 //! Running exported models in ONNX Runtime: the library and environment (`ort_env.rs`), a
 //! session with its model card ([`OnnxModel`]), checking against burn (`verify.rs`), image
-//! classification (`infer.rs`, `preprocess.rs`) and the ORT-vs-burn benchmark (`bench.rs`).
+//! classification (`infer.rs`, images read by `crate::data::preprocess`) and the ORT-vs-burn benchmark (`bench.rs`).
 
 pub mod bench;
 pub mod infer;
 pub mod ort_env;
-pub mod preprocess;
 
 pub mod verify;
 

@@ -10,8 +10,9 @@ use burn::tensor::Distribution;
 use serde::Serialize;
 
 use super::bench::{latency, Latency};
-use super::{preprocess, OnnxModel, Output};
+use super::{OnnxModel, Output};
 use crate::backend::Cpu;
+use crate::data::preprocess;
 use crate::model::{load_model, Swin, SwinConfig};
 
 /// The outputs an export can have, computed by burn: `pooled`, `logits`, `features`.
@@ -156,7 +157,9 @@ pub fn check(args: &VerifyOptions) -> Result<Report> {
     if !files.is_empty() {
         let mut pixels = Vec::new();
         for file in &files {
-            let image = preprocess::load(file, &onnx.card)
+            let image = onnx
+                .card
+                .load_image(file)
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
             pixels.extend(image);
         }

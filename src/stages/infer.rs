@@ -7,8 +7,9 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{create_dir, images};
+use crate::data::preprocess;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
-use crate::runtime::{infer, preprocess, OnnxModel};
+use crate::runtime::{infer, OnnxModel};
 
 /// Top-k classes of every image, one JSON line per image in `<out_dir>/predictions.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,4 +77,3 @@ impl Stage for InferStage {
         })
     }
 }
-

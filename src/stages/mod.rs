@@ -73,7 +73,10 @@ mod tests {
                 "train"
             ]
         );
-        assert!(find_kind(&kinds, "export").unwrap().keys.contains(&"weights"));
+        assert!(find_kind(&kinds, "export")
+            .unwrap()
+            .keys
+            .contains(&"weights"));
         assert!(find_kind(&kinds, "nope").is_none());
     }
 }

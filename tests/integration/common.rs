@@ -91,19 +91,27 @@ pub fn metric(run: &Path, key: &str) -> Vec<f64> {
         .collect()
 }
 
-/// Largest absolute difference between two slices of the same length.
+/// Largest absolute difference of two slices of the same length; infinite when either side holds a NaN or an infinity, so that a
+/// non-finite result never passes a tolerance (`f32::max` alone would drop NaN).
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
-        .map(|(x, y)| (x - y).abs())
+        .map(|(x, y)| {
+            if x.is_finite() && y.is_finite() {
+                (x - y).abs()
+            } else {
+                f32::INFINITY
+            }
+        })
         .fold(0.0, f32::max)
 }
 
 /// Largest absolute difference between two arrays of the same shape.
 pub fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b).abs().max().into_scalar()
+    let values = |t: Tensor<B, D>| t.into_data().to_vec::<f32>().unwrap();
+    max_diff(&values(a), &values(b))
 }
 
 /// A scratch folder, removed when dropped.

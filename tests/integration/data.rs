@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use eesmm::data::image_folder::{self, BadImagePolicy};
+use eesmm::data::preprocess::{self, Resize};
 use eesmm::data::{cifar, fashion_mnist, Split};
 
 use super::common::TempDir;
@@ -127,7 +128,7 @@ fn image_folder_labels_come_from_sorted_class_folders() {
     for (file, &label) in listing.files.iter().zip(&listing.labels) {
         assert!(file.starts_with(imagefolder().join(&listing.class_names[label])));
     }
-    let image = image_folder::decode(&listing.files[0], 64).unwrap();
+    let image = preprocess::load(&listing.files[0], &Resize::timm_eval(64)).unwrap();
     assert_eq!(
         (
             image.height,
@@ -168,7 +169,7 @@ fn image_folders_decode_by_content_and_apply_the_bad_image_policy() {
     assert_eq!(listing.skipped.len(), 1);
     assert!(listing.skipped[0].0.ends_with("broken.JPEG"));
     for file in &listing.files {
-        let image = image_folder::decode(file, 16).unwrap();
+        let image = preprocess::load(file, &Resize::timm_eval(16)).unwrap();
         assert_eq!((image.height, image.width, image.channels), (16, 16, 3));
     }
     let unlabelled = image_folder::scan_unlabelled(&dir.0, BadImagePolicy::Skip).unwrap();

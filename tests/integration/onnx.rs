@@ -216,6 +216,6 @@ fn grayscale_micro_28_export_matches_burn_and_infers_from_a_photo() {
     );
     let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(line["topk"].as_array().unwrap().len(), 5);
-    let pixels = eesmm::runtime::preprocess::load(&photo, &card).unwrap();
+    let pixels = card.load_image(&photo).unwrap();
     assert_eq!(pixels.len(), 28 * 28);
 }

@@ -33,13 +33,8 @@ fn relative_position_index_and_shift_masks_equal_timm() {
 fn every_stage_matches_timm() {
     let device = Default::default();
     let config = fixture_model();
-    let (model, report) = load_model::<B>(
-        config,
-        &fixture("backbone.safetensors"),
-        false,
-        &device,
-    )
-    .unwrap();
+    let (model, report) =
+        load_model::<B>(config, &fixture("backbone.safetensors"), false, &device).unwrap();
     assert_eq!(report.applied, 90, "every timm tensor is applied");
     let images = read_tensor::<4>(&fixture("input.npy"));
 
@@ -102,8 +97,7 @@ fn old_layout_pt_matches_the_logits_saved_with_it() {
         tensor("x"),
         Tensor::<B, 2>::from_data(saved["y"].clone(), &device),
     );
-    let (model, report) =
-        load_model::<B>(fixture_model(), &path, true, &device).unwrap();
+    let (model, report) = load_model::<B>(fixture_model(), &path, true, &device).unwrap();
     assert_eq!(report.applied, 92, "backbone and head");
     assert!(
         report
@@ -126,13 +120,8 @@ fn window_change_matches_timm_checkpoint_filter() {
     let mut config = fixture_model();
     config.img_size = 56;
     config.window_size = 7;
-    let (model, report) = load_model::<B>(
-        config,
-        &fixture("backbone.safetensors"),
-        false,
-        &device,
-    )
-    .unwrap();
+    let (model, report) =
+        load_model::<B>(config, &fixture("backbone.safetensors"), false, &device).unwrap();
     let resized = report
         .notes
         .iter()

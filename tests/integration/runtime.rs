@@ -264,12 +264,11 @@ fn infer_features_writes_the_embeddings_burn_computes() {
     let embeddings = npy::read(&out).unwrap();
     assert_eq!(embeddings.shape, [1, 96]);
     let card = OnnxModel::load(&path).unwrap().card;
-    let pixels = eesmm::runtime::preprocess::load(&photo, &card).unwrap();
+    let pixels = card.load_image(&photo).unwrap();
     let config = fixture_model();
     let weights = fixture("cls10.safetensors");
     let device = Default::default();
-    let (burn_model, _) =
-        eesmm::model::load_model::<B>(config, &weights, false, &device).unwrap();
+    let (burn_model, _) = eesmm::model::load_model::<B>(config, &weights, false, &device).unwrap();
     let images = burn::tensor::Tensor::<B, 4>::from_data(
         burn::tensor::TensorData::new(pixels, [1, 3, 32, 32]),
         &device,
@@ -282,6 +281,60 @@ fn infer_features_writes_the_embeddings_burn_computes() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(error < 1e-4, "{error}");
+}
+
+/// What is evaluated is what is shipped: the pooled features of the same image files through the
+/// evaluation engine (`eesmm knn`'s feature extraction: the image-folder loader with the model's
+/// resize, burn) and through `eesmm infer --features` (the ONNX model card's preprocessing, ONNX
+/// Runtime) agree. The photos are large (512 px and more), so any difference in resize, filter,
+/// crop or normalisation between the two paths shows far above the tolerance.
+#[test]
+fn eval_and_infer_compute_the_same_features_of_an_image_file() {
+    let dir = TempDir::new("eval-infer");
+    let class = dir.0.join("images/photo");
+    std::fs::create_dir_all(&class).unwrap();
+    for name in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"] {
+        std::fs::copy(photos().join(name), class.join(name)).unwrap();
+    }
+    let weights = fixture("cls10.safetensors");
+    let folder = format!(
+        "{{dataset: image_folder, root: {}}}",
+        dir.0.join("images").display()
+    );
+    let config = dir.0.join("knn.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model: {FIXTURE_MODEL}\nweights: {}\nout_dir: {}\n\
+             train_data: {folder}\ntest_data: {folder}\nknn: {{k: 1}}\n",
+            weights.display(),
+            dir.0.join("knn").display()
+        ),
+    )
+    .unwrap();
+    success(&eesmm(&["knn", "--config", config.to_str().unwrap()]));
+    let cache: Vec<_> = std::fs::read_dir(dir.0.join(".features"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cache.len(), 1, "train and test are the same set: {cache:?}");
+    let evaluated = npy::read(&cache[0]).unwrap();
+
+    let onnx = export_fixture(&dir.0, "encoder.onnx", &[]);
+    let served = dir.0.join("served.npy");
+    success(&eesmm(&[
+        "infer",
+        class.to_str().unwrap(),
+        "--model",
+        onnx.to_str().unwrap(),
+        "--features",
+        served.to_str().unwrap(),
+    ]));
+    let served = npy::read(&served).unwrap();
+    assert_eq!(evaluated.shape, [3, 96]);
+    assert_eq!(served.shape, evaluated.shape);
+    let error = max_diff(&served.data, &evaluated.data);
+    assert!(error < 1e-5, "eval and infer features differ by {error}");
 }
 
 #[test]

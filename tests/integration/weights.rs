@@ -71,13 +71,7 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
     let path = dir.0.join("broken.safetensors");
     write_safetensors(&path, &dict);
 
-    let error = load_model::<B>(
-        fixture_model(),
-        &path,
-        false,
-        &Default::default(),
-    )
-    .unwrap_err();
+    let error = load_model::<B>(fixture_model(), &path, false, &Default::default()).unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("broken.safetensors"), "{message}");
     assert!(
@@ -99,8 +93,7 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
 fn a_head_is_required_only_when_asked_for() {
     let device = Default::default();
     let backbone = fixture("backbone.safetensors");
-    let error =
-        load_model::<B>(fixture_model(), &backbone, true, &device).unwrap_err();
+    let error = load_model::<B>(fixture_model(), &backbone, true, &device).unwrap_err();
     assert!(format!("{error:#}").contains("has no classifier head (head.fc.weight)"));
     // A checkpoint with a head loads into the encoder alone; the head keys are reported as ignored.
     let (_, report) = load_model::<B>(
