@@ -224,7 +224,11 @@ fn measure_pretrain<B: TrainBackend>(
         let optimizer_config: OptimizerConfig =
             crate::yaml::from_str("base_lr: 1.0e-4\nclip_grad: 5.0\n").expect("valid optimizer");
         let mut model = Some(PretrainModel::<B>::new(config, &objective, device));
-        let mut optimizer = GroupedAdamW::new(&optimizer_config, model.as_ref().expect("model"));
+        let mut optimizer = GroupedAdamW::new(
+            &optimizer_config,
+            model.as_ref().expect("model"),
+            crate::pretrain::objective::no_weight_decay,
+        );
         let images = |n: usize| {
             Tensor::<B, 4>::random(
                 [n, config.in_chans, config.img_size, config.img_size],
@@ -241,7 +245,7 @@ fn measure_pretrain<B: TrainBackend>(
                 second: (kind == ObjectiveKind::Eesmm).then(|| (images(batch), masks())),
             };
             let current = model.take().expect("model");
-            let output = objective.forward(&current, config, batch);
+            let output = objective.forward(&current, batch);
             let grads = GradientsParams::from_grads(output.total.backward(), &current);
             let (next, _) = optimizer.step(1e-4, current, grads);
             let _ = next.encoder.norm.gamma.val().sum().into_scalar(); // waits for the device

@@ -149,7 +149,7 @@ fn features<B: TrainBackend>(args: &FeaturesArgs, device: &B::Device) -> Result<
     let images = read_images::<Inference<B>>(&args.input, &config, device)?;
     let pooled = model.forward(images); // [N, C_f]
     if let Some(path) = &args.logits {
-        let logits = model.classify(pooled.clone()).expect("a head was loaded");
+        let logits = model.forward_head(pooled.clone());
         write_matrix(path, logits)?;
     }
     write_matrix(&args.out, pooled)

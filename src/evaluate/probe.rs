@@ -128,7 +128,11 @@ pub fn linear_probe<B: TrainBackend>(
         clip_grad: None,
         layer_decay: None,
     };
-    let mut optimizer = GroupedAdamW::new(&optimizer_config, &head);
+    let mut optimizer = GroupedAdamW::new(
+        &optimizer_config,
+        &head,
+        crate::model::swin::no_weight_decay,
+    );
     let batch = config.batch_size.min(train.len()).max(1);
     let steps_per_epoch = train.len() / batch;
     // The learning rate is per batch as given (no /512 scaling: a probe is not a SimMIM run).

@@ -209,7 +209,7 @@ pub fn classify_dataset<B: SwinOps>(
         dataset.class_names.len()
     );
     let (logits, _) = map_dataset(dataset, format, batch, device, "evaluating", |x| {
-        model.classify(model.forward(x)).expect("a head")
+        model.logits(x)
     })?;
     Ok(ClassificationReport::from_logits(
         &logits,

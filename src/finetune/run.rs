@@ -43,24 +43,6 @@ pub fn run(
     ))
 }
 
-/// The layer a parameter belongs to for layer-wise LR decay (SimMIM's `get_swin_layer`, in
-/// timm's layout): 0 for the patch embedding, `1 + block index` counted over all stages for
-/// blocks, a stage's patch merging with the previous stage's last block, and `blocks + 1` for
-/// the final norm and the head.
-pub fn layer_id(path: &str, depths: &[usize]) -> usize {
-    let blocks: usize = depths.iter().sum();
-    let parts: Vec<&str> = path.split('.').collect();
-    match parts[..] {
-        ["patch_embed", ..] | ["mask_token"] => 0,
-        ["layers", stage, "blocks", block, ..] => {
-            let stage: usize = stage.parse().unwrap_or(0);
-            depths[..stage].iter().sum::<usize>() + block.parse::<usize>().unwrap_or(0) + 1
-        }
-        ["layers", stage, ..] => depths[..stage.parse::<usize>().unwrap_or(0)].iter().sum(),
-        _ => blocks + 1,
-    }
-}
-
 /// A fine-tuning micro-batch on the host: images `[B, C, S, S]` and soft targets `[B, K]`.
 struct HostBatch {
     images: Vec<f32>,
@@ -213,8 +195,8 @@ fn train<B: TrainBackend>(
     let decay = stage.optimizer.layer_decay.unwrap_or(1.0);
     let top = config.depths.iter().sum::<usize>() + 1;
     let make_optimizer = |m: &Swin<B>| {
-        GroupedAdamW::new(&stage.optimizer, m)
-            .with_lr_scales(|path| decay.powi((top - layer_id(path, &config.depths)) as i32))
+        GroupedAdamW::new(&stage.optimizer, m, crate::model::swin::no_weight_decay)
+            .with_lr_scales(|path| decay.powi((top - config.layer_id(path)) as i32))
     };
     let start = fit::resume(
         &run_dir,
@@ -271,7 +253,7 @@ fn train<B: TrainBackend>(
                 TensorData::new(host.targets, [host.batch, classes]),
                 device,
             );
-            let logits = model.classify(model.forward(images)).expect("a head");
+            let logits = model.logits(images);
             fit::StepLoss {
                 total: soft_cross_entropy(logits, targets),
                 terms: Vec::new(),
@@ -430,42 +412,6 @@ fn blend_into<B: Backend>(ema: Swin<B>, model: &Swin<B>, decay: f64) -> Swin<B> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layer_ids_follow_simmim() {
-        let depths = [2, 2, 6, 2];
-        assert_eq!(layer_id("patch_embed.proj.weight", &depths), 0);
-        assert_eq!(layer_id("mask_token", &depths), 0);
-        assert_eq!(layer_id("layers.0.blocks.0.attn.qkv.weight", &depths), 1);
-        assert_eq!(layer_id("layers.2.blocks.5.mlp.fc2.bias", &depths), 10);
-        // Patch merging at the start of stage 2 goes with stage 1's last block.
-        assert_eq!(layer_id("layers.2.downsample.reduction.weight", &depths), 4);
-        assert_eq!(layer_id("layers.1.blocks.1.norm1.gamma", &depths), 4);
-        assert_eq!(layer_id("norm.gamma", &depths), 13);
-        assert_eq!(layer_id("head.fc.weight", &depths), 13);
-    }
-
-    /// The rule sees burn's real parameter paths: every layer id from 0 to the top occurs.
-    #[test]
-    fn every_layer_of_a_real_model_gets_its_own_id() {
-        use burn_store::ModuleSnapshot;
-        let mut config =
-            crate::model::SwinConfig::load(Path::new("models/swin-micro-28.yaml")).unwrap();
-        config.num_classes = 10;
-        let model = config.init::<crate::backend::Cpu>(&Default::default());
-        let mut ids: Vec<usize> = model
-            .collect(None, None, false)
-            .iter()
-            .map(|s| layer_id(&s.full_path(), &config.depths))
-            .collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(
-            ids,
-            (0..=9).collect::<Vec<_>>(),
-            "depths [2, 6]: 8 blocks + embed + top"
-        );
-    }
 
     #[test]
     fn ema_moves_towards_the_model() {

@@ -29,6 +29,25 @@ pub struct SwinConfig {
     pub num_classes: usize,
 }
 
+/// timm's `SwinTransformer()` defaults (Swin-T at 224 px, 1000 classes).
+impl Default for SwinConfig {
+    fn default() -> Self {
+        Self {
+            img_size: 224,
+            patch_size: 4,
+            in_chans: 3,
+            embed_dim: 96,
+            depths: vec![2, 2, 6, 2],
+            num_heads: vec![3, 6, 12, 24],
+            window_size: 7,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            drop_path_rate: 0.1,
+            num_classes: 1000,
+        }
+    }
+}
+
 fn default_in_chans() -> usize {
     3
 }
@@ -69,6 +88,25 @@ pub struct StageGeometry {
 }
 
 impl SwinConfig {
+    /// The layer a parameter belongs to for layer-wise LR decay (SimMIM's `get_swin_layer`, in
+    /// timm's layout): 0 for the patch embedding, `1 + block index` counted over all stages for
+    /// blocks, a stage's patch merging with the previous stage's last block, and `blocks + 1` for
+    /// the final norm and the head.
+    pub fn layer_id(&self, path: &str) -> usize {
+        let depths = &self.depths;
+        let blocks: usize = depths.iter().sum();
+        let parts: Vec<&str> = path.split('.').collect();
+        match parts[..] {
+            ["patch_embed", ..] | ["mask_token"] => 0,
+            ["layers", stage, "blocks", block, ..] => {
+                let stage: usize = stage.parse().unwrap_or(0);
+                depths[..stage].iter().sum::<usize>() + block.parse::<usize>().unwrap_or(0) + 1
+            }
+            ["layers", stage, ..] => depths[..stage.parse::<usize>().unwrap_or(0)].iter().sum(),
+            _ => blocks + 1,
+        }
+    }
+
     /// Reads and validates a preset. Errors name the file, and the key (with line and
     /// column for YAML syntax and unknown keys).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -237,6 +275,46 @@ impl SwinConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_ids_follow_simmim() {
+        let config = SwinConfig {
+            depths: vec![2, 2, 6, 2],
+            ..Default::default()
+        };
+        let layer_id = |path| config.layer_id(path);
+        assert_eq!(layer_id("patch_embed.proj.weight"), 0);
+        assert_eq!(layer_id("mask_token"), 0);
+        assert_eq!(layer_id("layers.0.blocks.0.attn.qkv.weight"), 1);
+        assert_eq!(layer_id("layers.2.blocks.5.mlp.fc2.bias"), 10);
+        // Patch merging at the start of stage 2 goes with stage 1's last block.
+        assert_eq!(layer_id("layers.2.downsample.reduction.weight"), 4);
+        assert_eq!(layer_id("layers.1.blocks.1.norm1.gamma"), 4);
+        assert_eq!(layer_id("norm.gamma"), 13);
+        assert_eq!(layer_id("head.fc.weight"), 13);
+    }
+
+    /// The rule sees burn's real parameter paths: every layer id from 0 to the top occurs.
+    #[test]
+    fn every_layer_of_a_real_model_gets_its_own_id() {
+        use burn_store::ModuleSnapshot;
+        let mut config =
+            SwinConfig::load(std::path::Path::new("models/swin-micro-28.yaml")).unwrap();
+        config.num_classes = 10;
+        let model = config.init::<crate::backend::Cpu>(&Default::default());
+        let mut ids: Vec<usize> = model
+            .collect(None, None, false)
+            .iter()
+            .map(|s| config.layer_id(&s.full_path()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids,
+            (0..=9).collect::<Vec<_>>(),
+            "depths [2, 6]: 8 blocks + embed + top"
+        );
+    }
 
     const MICRO: &str = "img_size: 32\npatch_size: 2\nembed_dim: 48\ndepths: [2, 2, 2]\n\
                          num_heads: [3, 6, 12]\nwindow_size: 4\n";

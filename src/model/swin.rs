@@ -304,7 +304,18 @@ impl<B: SwinOps> SwinStage<B> {
     }
 }
 
-/// timm's `ClassifierHead` (average pooling is done by [`Swin::forward`]).
+/// Whether a parameter (by its path) is exempt from weight decay: timm's `no_weight_decay` set
+/// for Swin (biases, norms, relative-position tables, the mask token).
+pub fn no_weight_decay(path: &str) -> bool {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    matches!(
+        name,
+        "bias" | "beta" | "gamma" | "relative_position_bias_table" | "mask_token"
+    )
+}
+
+/// timm's `ClassifierHead` (average pooling is done by [`Swin::forward_features`]'s callers:
+/// [`Swin::forward`] and [`Swin::pool`]).
 #[derive(Module, Debug)]
 pub struct ClassifierHead<B: Backend> {
     pub fc: Linear<B>,
@@ -319,6 +330,9 @@ pub struct Swin<B: Backend> {
     pub layers: Vec<SwinStage<B>>,
     pub norm: LayerNorm<B>,
     pub head: Option<ClassifierHead<B>>,
+    /// The configuration it was built from (not saved with the weights).
+    #[module(skip)]
+    pub config: SwinConfig,
 }
 
 impl SwinConfig {
@@ -347,7 +361,20 @@ impl SwinConfig {
             head: (self.num_classes > 0).then(|| ClassifierHead {
                 fc: linear(self.num_features(), self.num_classes, true, device),
             }),
+            config: self.clone(),
         }
+    }
+}
+
+impl<B: Backend> Swin<B> {
+    /// The architecture (what [`SwinConfig::init`] was given).
+    pub fn config(&self) -> &SwinConfig {
+        &self.config
+    }
+
+    /// Outputs of the classifier head; 0 for an encoder without one.
+    pub fn num_classes(&self) -> usize {
+        self.head.as_ref().map_or(0, |h| h.fc.weight.dims()[1])
     }
 }
 
@@ -364,17 +391,6 @@ impl<B: SwinOps> Swin<B> {
                 x * (w.clone().neg() + 1.0) + token * w
             }
         }
-    }
-
-    /// The output of every stage, `[B, H_i, W_i, C_i]`, before the final norm.
-    pub fn forward_stages(&self, embedded: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
-        let mut outputs: Vec<Tensor<B, 4>> = Vec::with_capacity(self.layers.len());
-        let mut x = embedded;
-        for stage in &self.layers {
-            x = stage.forward(x);
-            outputs.push(x.clone());
-        }
-        outputs
     }
 
     /// Final normed feature map `[B, H/s, W/s, C_f]` (s = total stride).
@@ -401,14 +417,23 @@ impl<B: SwinOps> Swin<B> {
         features.reshape([b, h * w, c]).mean_dim(1).reshape([b, c])
     }
 
-    /// Pooled features `[B, C_f]`.
+    /// Pooled features `[B, C_f]` (timm's `forward_head(forward_features(x), pre_logits=True)`).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         Self::pool(self.forward_features(images, None))
     }
 
-    /// Logits `[B, classes]`, if the model has a head.
-    pub fn classify(&self, pooled: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        self.head.as_ref().map(|head| head.fc.forward(pooled))
+    /// timm's `forward_head` on pooled features: logits `[B, classes]`, or the pooled features
+    /// unchanged when the model has no head (timm's `Identity` head of `num_classes=0`).
+    pub fn forward_head(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.head {
+            Some(head) => head.fc.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// Logits `[B, classes]` of images (timm's `forward` with a head).
+    pub fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_head(self.forward(images))
     }
 }
 
@@ -417,6 +442,17 @@ mod tests {
     use super::*;
 
     type B = crate::backend::Cpu;
+
+    #[test]
+    fn norms_biases_tables_and_mask_token_are_not_decayed() {
+        assert!(no_weight_decay("layers.0.blocks.1.norm1.gamma"));
+        assert!(no_weight_decay("layers.0.blocks.1.attn.qkv.bias"));
+        assert!(no_weight_decay(
+            "layers.0.blocks.1.attn.relative_position_bias_table"
+        ));
+        assert!(no_weight_decay("mask_token"));
+        assert!(!no_weight_decay("layers.0.blocks.1.attn.qkv.weight"));
+    }
 
     /// While training each sample's branch is either dropped or scaled by 1 / keep; in
     /// inference (no autodiff) it passes through unchanged.

@@ -23,13 +23,8 @@ pub use card::ModelCard;
 pub use swin::Outputs;
 
 /// The serialized ONNX model of `model`, with `card` in its metadata.
-pub fn encode<B: Backend>(
-    model: &Swin<B>,
-    config: &SwinConfig,
-    outputs: Outputs,
-    card: &ModelCard,
-) -> Result<Vec<u8>> {
-    Ok(swin::lower(model, config, outputs, card.to_metadata())?.encode_to_vec())
+pub fn encode<B: Backend>(model: &Swin<B>, outputs: Outputs, card: &ModelCard) -> Result<Vec<u8>> {
+    Ok(swin::lower(model, outputs, card.to_metadata())?.encode_to_vec())
 }
 
 /// The graph outputs an export with `outputs` has, in order.
@@ -95,7 +90,7 @@ pub fn export(args: &ExportOptions) -> Result<()> {
     let config = SwinConfig::load(&args.model)?;
     let device = Default::default();
     let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, args.head, &device)?;
-    let classes = model.head.as_ref().map_or(0, |h| h.fc.weight.dims()[1]);
+    let classes = model.num_classes();
     let outputs = Outputs {
         logits: args.head,
         feature_map: args.feature_map,
@@ -143,7 +138,7 @@ pub fn export(args: &ExportOptions) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     card.source_checkpoint_sha256 = sha256_file(&args.weights)?;
-    let bytes = encode(&model, &config, outputs, &card)?;
+    let bytes = encode(&model, outputs, &card)?;
     crate::fsutil::write_atomic(&args.out, &bytes)?;
     println!(
         "wrote {} ({:.1} MB): input images [batch, {}, {s}, {s}], outputs {}",

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::ModelProto;
 use crate::model::swin::{PatchEmbed, PatchMerging, SwinBlock};
-use crate::model::{Swin, SwinConfig};
+use crate::model::Swin;
 
 /// The epsilon of every LayerNorm in the model (`layer_norm` in `model/swin.rs`, timm's 1e-5).
 const LAYER_NORM_EPS: f32 = 1e-5;
@@ -242,14 +242,14 @@ fn attention<B: Backend>(
     linear(g, &format!("{scope}.proj"), &attn.proj, &out)
 }
 
-/// The ONNX model of `model` (built from `config`): input `images` `[batch, in_chans, H, W]`,
+/// The ONNX model of `model`: input `images` `[batch, in_chans, H, W]`,
 /// outputs `pooled` and, as asked, `logits` / `features`; `metadata` goes to `metadata_props`.
 pub fn lower<B: Backend>(
     model: &Swin<B>,
-    config: &SwinConfig,
     outputs: Outputs,
     metadata: Vec<(String, String)>,
 ) -> anyhow::Result<ModelProto> {
+    let config = model.config();
     anyhow::ensure!(
         !outputs.logits || model.head.is_some(),
         "the model has no classifier head to export"

@@ -154,6 +154,13 @@ pub struct PretrainModel<B: Backend> {
     pub only_second: Param<Tensor<B, 4>>,
 }
 
+/// Whether a pretraining parameter is exempt from weight decay: the encoder's rule
+/// ([`crate::model::swin::no_weight_decay`]) and EESMM's two learned ownership tokens.
+pub fn no_weight_decay(path: &str) -> bool {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    matches!(name, "only_first" | "only_second") || crate::model::swin::no_weight_decay(path)
+}
+
 impl<B: Backend> PretrainModel<B> {
     pub fn new(model: &SwinConfig, objective: &ObjectiveConfig, device: &B::Device) -> Self {
         let tokens = (model.img_size / model.total_stride()).pow(2);
@@ -260,9 +267,9 @@ impl ObjectiveConfig {
     pub fn forward<B: SwinOps>(
         &self,
         model: &PretrainModel<B>,
-        config: &SwinConfig,
         batch: DeviceBatch<B>,
     ) -> Output<B> {
+        let config = model.encoder.config();
         let pixel_factor = self.mask_patch_size;
         let token_factor = self.mask_patch_size / config.patch_size;
         let pixels = |cells: Tensor<B, 3>| repeat_cells(cells, pixel_factor).unsqueeze_dim::<4>(1); // [B, 1, S, S]
@@ -352,6 +359,19 @@ mod tests {
 
     type B = crate::backend::Cpu;
 
+    /// The encoder's exemptions hold under `encoder.`, the ownership tokens are exempt too, and
+    /// the decoder's weights are decayed.
+    #[test]
+    fn encoder_norms_and_ownership_tokens_are_not_decayed() {
+        assert!(no_weight_decay("encoder.layers.0.blocks.1.norm1.gamma"));
+        assert!(no_weight_decay("encoder.mask_token"));
+        assert!(no_weight_decay("only_first") && no_weight_decay("only_second"));
+        assert!(!no_weight_decay(
+            "encoder.layers.0.blocks.1.attn.qkv.weight"
+        ));
+        assert!(!no_weight_decay("decoder.proj.weight"));
+    }
+
     fn objective(decomposition: Decomposition) -> ObjectiveConfig {
         ObjectiveConfig {
             kind: ObjectiveKind::Eesmm,
@@ -414,7 +434,6 @@ mod tests {
         let mask = Tensor::<B, 3>::ones([2, 2, 2], &device);
         let out = objective.forward(
             &model,
-            &config,
             DeviceBatch {
                 first: t1.clone(),
                 mask1: mask.clone(),

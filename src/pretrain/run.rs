@@ -15,7 +15,9 @@ use rayon::prelude::*;
 use super::config::PretrainConfig;
 use super::mask::random_mask;
 use super::mix::warp;
-use super::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
+use super::objective::{
+    no_weight_decay, DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel,
+};
 use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
 use crate::data::preprocess::Resize;
 use crate::data::Dataset;
@@ -196,7 +198,7 @@ fn train<B: TrainBackend>(
         resume,
         total_steps,
         initial,
-        |m| GroupedAdamW::new(&stage.optimizer, m),
+        |m| GroupedAdamW::new(&stage.optimizer, m, no_weight_decay),
         devices,
     )?;
     plan.start = start.step;
@@ -222,15 +224,14 @@ fn train<B: TrainBackend>(
         format: &format,
         device: &devices[0],
     };
-    let (loss_config, loss_objective, loss_format) =
-        (config.clone(), objective.clone(), format.clone());
+    let (loss_objective, loss_format) = (objective.clone(), format.clone());
     let model = fit::fit(
         &plan,
         replicas,
         &schedule,
         move |model: &PretrainModel<B>, host: HostPairs, device: &B::Device| {
             let batch = host.into_device(&loss_format, grid, device);
-            let output = loss_objective.forward(model, &loss_config, batch);
+            let output = loss_objective.forward(model, batch);
             fit::StepLoss {
                 total: output.total,
                 terms: output.terms,
@@ -312,7 +313,7 @@ fn write_preview<B: TrainBackend>(
     let batch = preview
         .clone()
         .into_device::<B::InnerBackend>(format, grid, device);
-    let out = objective.forward(&model.valid(), config, batch);
+    let out = objective.forward(&model.valid(), batch);
     let rows = preview.batch.min(4);
     let (size, plane) = (format.size, format.channels * format.size * format.size);
     let to_rows = |images: &[f32]| -> Vec<Vec<f32>> {

@@ -26,12 +26,12 @@ pub struct Latency {
 pub fn latency(
     onnx: &mut OnnxModel,
     model: &Swin<Cpu>,
-    config: &SwinConfig,
     batch: usize,
     warmup: usize,
     iters: usize,
 ) -> Result<Latency> {
     let device = Default::default();
+    let config = model.config();
     let shape = [batch, config.in_chans, config.img_size, config.img_size];
     let images = Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let pixels = images.to_data().to_vec::<f32>().expect("float32");
@@ -101,9 +101,9 @@ pub fn run(args: &OnnxBenchOptions) -> Result<()> {
         let name = path.file_stem().unwrap_or_default().to_string_lossy();
         let model = config.init::<Cpu>(&Default::default());
         let card = default_card(&config, Outputs::default(), 0);
-        let mut onnx = OnnxModel::from_bytes(&encode(&model, &config, Outputs::default(), &card)?)?;
+        let mut onnx = OnnxModel::from_bytes(&encode(&model, Outputs::default(), &card)?)?;
         for &batch in &args.batch {
-            let latency = latency(&mut onnx, &model, &config, batch, args.warmup, args.iters)?;
+            let latency = latency(&mut onnx, &model, batch, args.warmup, args.iters)?;
             if args.json {
                 let row = Row {
                     model: name.to_string(),

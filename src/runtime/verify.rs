@@ -19,7 +19,7 @@ use crate::model::{load_model, Swin, SwinConfig};
 pub fn burn_outputs(model: &Swin<Cpu>, images: Tensor<Cpu, 4>) -> Vec<Output> {
     let features = model.forward_features(images, None); // [B, H_f, W_f, C_f]
     let pooled = Swin::pool(features.clone()); // [B, C_f]
-    let logits = model.classify(pooled.clone()); // [B, classes]
+    let logits = (model.num_classes() > 0).then(|| model.forward_head(pooled.clone())); // [B, classes]
     let output = |name: &str, shape: Vec<usize>, data: TensorData| Output {
         name: name.into(),
         shape,
@@ -179,7 +179,7 @@ pub fn check(args: &VerifyOptions) -> Result<Report> {
     batches.dedup();
     let latency = batches
         .into_iter()
-        .map(|batch| latency(&mut onnx, &model, &config, batch, 1, args.iters))
+        .map(|batch| latency(&mut onnx, &model, batch, 1, args.iters))
         .collect::<Result<Vec<_>>>()?;
     let passed = comparisons.iter().all(|c| c.max_abs <= args.tol);
     Ok(Report {

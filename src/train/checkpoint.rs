@@ -158,7 +158,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("eesmm-ckpt-{}", std::process::id()));
         let device = Default::default();
         let model = LinearDecoder::<B>::new(3, 2, 1, &device);
-        let mut optimizer = GroupedAdamW::new(&config(), &model);
+        let mut optimizer =
+            GroupedAdamW::new(&config(), &model, crate::model::swin::no_weight_decay);
         let once = step(model, &mut optimizer);
         let state = TrainState {
             step: 1,
@@ -170,7 +171,7 @@ mod tests {
         let (loaded, restored_state) =
             load(&path, LinearDecoder::<B>::new(3, 2, 1, &device), &device).unwrap();
         assert_eq!(restored_state, state);
-        let optimizer = GroupedAdamW::new(&config(), &loaded);
+        let optimizer = GroupedAdamW::new(&config(), &loaded, crate::model::swin::no_weight_decay);
         let mut optimizer = load_optimizer(&path, optimizer, &device).unwrap();
         let resumed = step(loaded, &mut optimizer);
         let (a, b) = (

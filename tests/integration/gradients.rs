@@ -64,7 +64,7 @@ fn one_training_step_gradients_match_timm() {
     let labels: Vec<i64> = labels.data.iter().map(|&l| l as i64).collect();
     let labels = Tensor::<Train, 1, Int>::from_data(TensorData::new(labels, [4]), &device);
 
-    let logits = model.classify(model.forward(images)).unwrap();
+    let logits = model.logits(images);
     let loss = CrossEntropyLossConfig::new()
         .init(&device)
         .forward(logits, labels);

@@ -31,7 +31,7 @@ fn random_micro() -> (eesmm::model::Swin<B>, eesmm::model::SwinConfig, Vec<u8>) 
     };
     let model = config.init::<B>(&Default::default());
     let card = default_card(&config, ALL, 10);
-    let bytes = encode(&model, &config, ALL, &card).unwrap();
+    let bytes = encode(&model, ALL, &card).unwrap();
     (model, config, bytes)
 }
 
@@ -63,7 +63,7 @@ fn timm_fixture_export_in_ort_gives_timms_logits_and_features() {
     let weights = fixture("cls10.safetensors");
     let (model, _) = load_model::<B>(config.clone(), &weights, true, &Default::default()).unwrap();
     let card = default_card(&config, ALL, 10);
-    let mut onnx = OnnxModel::from_bytes(&encode(&model, &config, ALL, &card).unwrap()).unwrap();
+    let mut onnx = OnnxModel::from_bytes(&encode(&model, ALL, &card).unwrap()).unwrap();
     let input = npy::read(&fixture("input.npy")).unwrap();
     let ort = onnx.run(&input.data, input.shape[0]).unwrap();
     let logits = output(&ort, "logits");
@@ -184,7 +184,7 @@ fn grayscale_micro_28_export_matches_burn_and_infers_from_a_photo() {
     let model = config.init::<B>(&Default::default());
     let card = default_card(&config, outputs, 10);
     assert_eq!((card.mean.len(), card.std.len()), (1, 1));
-    let bytes = encode(&model, &config, outputs, &card).unwrap();
+    let bytes = encode(&model, outputs, &card).unwrap();
     let mut onnx = OnnxModel::from_bytes(&bytes).unwrap();
     let shape = [2, 1, 28, 28];
     let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default());
