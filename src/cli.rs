@@ -113,9 +113,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Model preset (YAML).
+    /// Model preset (YAML; default: the architecture in the weights' .json sidecar).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Weights: an eesmm checkpoint, timm safetensors or PyTorch .pth/.pt (timm or Microsoft).
     #[arg(long)]
     pub weights: PathBuf,

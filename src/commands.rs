@@ -155,7 +155,8 @@ fn features<B: TrainBackend>(args: &FeaturesArgs, device: &B::Device) -> Result<
     write_matrix(&args.out, pooled)
 }
 
-/// Prints the max absolute and relative difference of two arrays; fails above `tol`.
+/// Prints the max absolute and relative difference of two arrays; fails above `tol` and on any
+/// NaN or infinity.
 fn diff(actual: &Path, expected: &Path, tol: f32) -> Result<()> {
     let (a, b) = (npy::read(actual)?, npy::read(expected)?);
     ensure!(
@@ -166,21 +167,20 @@ fn diff(actual: &Path, expected: &Path, tol: f32) -> Result<()> {
         b.shape,
         expected.display()
     );
-    let max_abs = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    let scale = b.data.iter().map(|y| y.abs()).fold(0.0f32, f32::max);
+    let d = crate::compare::difference(&a.data, &b.data);
     println!(
-        "shape {:?}  max abs diff {max_abs:.3e}  relative to max |expected| {:.3e}",
-        a.shape,
-        max_abs / scale.max(f32::MIN_POSITIVE)
+        "shape {:?}  max abs diff {:.3e}  relative to max |expected| {:.3e}",
+        a.shape, d.max_abs, d.relative
     );
     ensure!(
-        max_abs <= tol,
-        "max abs diff {max_abs:.3e} is above the tolerance {tol:.1e}"
+        d.within(tol),
+        "max abs diff {:.3e} is above the tolerance {tol:.1e}{}",
+        d.max_abs,
+        if d.max_abs.is_infinite() {
+            " (NaN or infinity in an array)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod data;
 pub mod evaluate;
 pub mod finetune;

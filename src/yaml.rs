@@ -3,6 +3,12 @@
 
 use serde::de::DeserializeOwned;
 
+/// `#[serde(default = "crate::yaml::default_true")]`: a flag that is on unless the file says
+/// otherwise.
+pub fn default_true() -> bool {
+    true
+}
+
 /// Parses `text`; errors carry `line L column C` where the position is known.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     serde_saphyr::from_str(text).map_err(|error| {

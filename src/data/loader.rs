@@ -40,7 +40,7 @@ pub struct CropAugment {
     /// Aspect ratio (w/h) of the crop, drawn log-uniformly from this range.
     #[serde(default = "default_ratio")]
     pub ratio: [f32; 2],
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::yaml::default_true")]
     pub hflip: bool,
 }
 
@@ -49,9 +49,6 @@ fn default_scale() -> [f32; 2] {
 }
 fn default_ratio() -> [f32; 2] {
     [0.75, 4.0 / 3.0]
-}
-fn default_true() -> bool {
-    true
 }
 
 impl CropAugment {

@@ -16,7 +16,7 @@ use crate::data::{DataConfig, Dataset};
 use crate::kernels::SwinOps;
 use crate::model::load_model;
 use crate::model::saved::SavedModel;
-use crate::model::{Swin, SwinConfig};
+use crate::model::{architecture, Swin, SwinConfig};
 use crate::train::config::{default_device, parse_device};
 use crate::with_backend;
 
@@ -95,22 +95,6 @@ impl ProbeConfig {
         }
         Ok(())
     }
-}
-
-/// The architecture to build: the preset if given, else the weights' sidecar.
-fn architecture(model: Option<&Path>, weights: Option<&Path>) -> Result<SwinConfig> {
-    if let Some(model) = model {
-        return SwinConfig::load(model).context("model");
-    }
-    let weights = weights.context("model: needed when there are no weights")?;
-    Ok(SavedModel::read_beside(weights)?
-        .with_context(|| {
-            format!(
-                "model: not given, and {} has no .json sidecar naming its architecture",
-                weights.display()
-            )
-        })?
-        .model)
 }
 
 /// How image files are resized for the model: as in its training (the sidecar's), else timm's

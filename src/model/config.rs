@@ -20,7 +20,7 @@ pub struct SwinConfig {
     pub window_size: usize,
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::yaml::default_true")]
     pub qkv_bias: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
@@ -53,9 +53,6 @@ fn default_in_chans() -> usize {
 }
 fn default_mlp_ratio() -> f64 {
     4.0
-}
-fn default_true() -> bool {
-    true
 }
 
 /// A configuration that cannot build a network, naming the offending key.

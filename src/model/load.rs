@@ -5,17 +5,92 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 
+use super::saved::{sidecar_path, SavedModel};
 use super::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
 use super::{Swin, SwinConfig};
 
+/// The architecture to build: the preset if given, else the one in the weights' sidecar. Errors
+/// start with the key they are about (`model:`).
+pub fn architecture(model: Option<&Path>, weights: Option<&Path>) -> Result<SwinConfig> {
+    if let Some(model) = model {
+        return SwinConfig::load(model).context("model");
+    }
+    let weights = weights.context("model: needed when there are no weights")?;
+    Ok(SavedModel::read_beside(weights)?
+        .with_context(|| {
+            format!(
+                "model: not given, and {} has no .json sidecar naming its architecture",
+                weights.display()
+            )
+        })?
+        .model)
+}
+
+/// Checks that `config` builds the network the weights were saved from (their sidecar's), in
+/// every key that fixes a parameter's shape. Resolution and window may differ: the
+/// relative-position tables are resized on load, as timm does.
+fn check_against_sidecar(config: &SwinConfig, weights: &Path) -> Result<()> {
+    let Some(saved) = SavedModel::read_beside(weights)? else {
+        return Ok(());
+    };
+    let (given, saved) = (config, &saved.model);
+    let keys: [(&str, String, String); 7] = [
+        (
+            "patch_size",
+            format!("{}", given.patch_size),
+            format!("{}", saved.patch_size),
+        ),
+        (
+            "in_chans",
+            format!("{}", given.in_chans),
+            format!("{}", saved.in_chans),
+        ),
+        (
+            "embed_dim",
+            format!("{}", given.embed_dim),
+            format!("{}", saved.embed_dim),
+        ),
+        (
+            "depths",
+            format!("{:?}", given.depths),
+            format!("{:?}", saved.depths),
+        ),
+        (
+            "num_heads",
+            format!("{:?}", given.num_heads),
+            format!("{:?}", saved.num_heads),
+        ),
+        (
+            "mlp_ratio",
+            format!("{}", given.mlp_ratio),
+            format!("{}", saved.mlp_ratio),
+        ),
+        (
+            "qkv_bias",
+            format!("{}", given.qkv_bias),
+            format!("{}", saved.qkv_bias),
+        ),
+    ];
+    for (key, given, saved) in keys {
+        anyhow::ensure!(
+            given == saved,
+            "model: {key} is {given}, but {} says the weights were trained with {saved}",
+            sidecar_path(weights).display()
+        );
+    }
+    Ok(())
+}
+
 /// Builds the model of `config` and loads `weights` into it. With `with_head`, the head is
-/// sized from the checkpoint's own `head.fc.weight` (an error if it has none).
+/// sized from the checkpoint's own `head.fc.weight` (an error if it has none). When the
+/// weights have an eesmm sidecar, `config` must agree with its architecture.
 pub fn load_model<B: Backend>(
     mut config: SwinConfig,
     weights: &Path,
     with_head: bool,
     device: &B::Device,
 ) -> Result<(Swin<B>, LoadReport)> {
+    check_against_sidecar(&config, weights)?;
     let (dict, notes) = read_timm_checkpoint(weights, &config)?;
     config.num_classes = match (with_head, head_classes(&dict)) {
         (false, _) => 0,

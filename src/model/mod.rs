@@ -2,7 +2,6 @@
 //! (`weights.rs`, and `load.rs` for a model with its weights) and a summary.
 
 pub mod config;
-pub mod decoder;
 pub mod info;
 pub mod load;
 pub mod saved;
@@ -10,5 +9,5 @@ pub mod swin;
 pub mod weights;
 
 pub use config::SwinConfig;
-pub use load::load_model;
+pub use load::{architecture, load_model};
 pub use swin::Swin;

@@ -18,7 +18,7 @@ use crate::backend::Cpu;
 use crate::data::preprocess::Resize;
 use crate::hash::sha256_file;
 use crate::model::saved::SavedModel;
-use crate::model::{load_model, Swin, SwinConfig};
+use crate::model::{architecture, load_model, Swin, SwinConfig};
 pub use card::ModelCard;
 pub use swin::Outputs;
 
@@ -66,8 +66,8 @@ pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> Mo
 /// What to export (`eesmm export`'s flags, the `export` stage's keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportOptions {
-    /// Model preset (YAML).
-    pub model: PathBuf,
+    /// Model preset (YAML); absent: the architecture in the weights' sidecar.
+    pub model: Option<PathBuf>,
     /// Weights: an eesmm checkpoint, timm safetensors or PyTorch .pth/.pt (timm or Microsoft).
     pub weights: PathBuf,
     /// The .onnx file to write.
@@ -87,7 +87,7 @@ pub struct ExportOptions {
 
 /// Writes the ONNX file of `args` and prints what it holds.
 pub fn export(args: &ExportOptions) -> Result<()> {
-    let config = SwinConfig::load(&args.model)?;
+    let config = architecture(args.model.as_deref(), Some(&args.weights))?;
     let device = Default::default();
     let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, args.head, &device)?;
     let classes = model.num_classes();

@@ -14,13 +14,13 @@ pub struct MixAugment {
     #[serde(default = "default_rotate")]
     pub rotate_degrees: f32,
     /// A: flip the first image horizontally with probability 1/2.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::yaml::default_true")]
     pub hflip: bool,
     /// B: zoom the second image by a factor drawn from `[1, max_scale]` (1 = off) ...
     #[serde(default = "default_scale")]
     pub max_scale: f32,
     /// ... and keep a random (instead of the central) window of the zoomed image.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::yaml::default_true")]
     pub random_crop: bool,
 }
 
@@ -29,9 +29,6 @@ fn default_rotate() -> f32 {
 }
 fn default_scale() -> f32 {
     1.25
-}
-fn default_true() -> bool {
-    true
 }
 
 impl Default for MixAugment {

@@ -2,6 +2,7 @@
 //! `eesmm pretrain`.
 
 pub mod config;
+pub mod decoder;
 pub mod mask;
 pub mod mix;
 pub mod objective;

@@ -15,9 +15,9 @@ use burn::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
+use super::decoder::{DecoderConfig, LinearDecoder, TransformerBody};
 use super::mix::MixAugment;
 use crate::kernels::SwinOps;
-use crate::model::decoder::{DecoderConfig, LinearDecoder, TransformerBody};
 use crate::model::{Swin, SwinConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -65,7 +65,8 @@ impl Report {
     }
 }
 
-/// Compares every ORT output with burn's output of the same name.
+/// Compares every ORT output with burn's output of the same name; a NaN or infinity in either
+/// is an infinite difference, so it fails any tolerance.
 pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comparison>> {
     ort.iter()
         .map(|o| {
@@ -75,18 +76,12 @@ pub fn compare(inputs: &str, ort: &[Output], burn: &[Output]) -> Result<Vec<Comp
             if o.shape != b.shape {
                 bail!("`{}`: ORT shape {:?}, burn {:?}", o.name, o.shape, b.shape);
             }
-            let max_abs = o
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
-            let scale = b.data.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+            let d = crate::compare::difference(&o.data, &b.data);
             Ok(Comparison {
                 inputs: inputs.into(),
                 output: o.name.clone(),
-                max_abs,
-                relative: max_abs / scale.max(f32::MIN_POSITIVE),
+                max_abs: d.max_abs,
+                relative: d.relative,
             })
         })
         .collect()

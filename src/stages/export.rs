@@ -12,8 +12,9 @@ use crate::pipeline::{Input, Outputs, Stage, StageResult};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportStage {
-    /// Model preset (YAML).
-    pub model: PathBuf,
+    /// Model preset (YAML); absent: the architecture in the weights' sidecar.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
     /// Weights: an eesmm encoder or checkpoint, timm safetensors or PyTorch .pth/.pt.
     pub weights: PathBuf,
     pub out_dir: PathBuf,
@@ -67,16 +68,19 @@ impl Stage for ExportStage {
     }
 
     fn inputs(&self) -> Vec<Input> {
-        let mut inputs = vec![
-            Input::new("model", &self.model),
-            Input::new("weights", &self.weights),
-        ];
+        let mut inputs = vec![Input::new("weights", &self.weights)];
+        inputs.extend(self.model.iter().map(|p| Input::new("model", p)));
         inputs.extend(self.labels.iter().map(|p| Input::new("labels", p)));
         inputs
     }
 
     fn validate(&self) -> Result<()> {
-        let config = SwinConfig::load(&self.model).context("model")?;
+        // Without `model` the architecture is the weights' (which an earlier stage may not have
+        // written yet): `export` checks mean and std against it when it runs.
+        let Some(model) = &self.model else {
+            return Ok(());
+        };
+        let config = SwinConfig::load(model).context("model")?;
         for (key, values) in [("mean", &self.mean), ("std", &self.std)] {
             if let Some(values) = values {
                 anyhow::ensure!(

@@ -131,8 +131,8 @@ pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::decoder::LinearDecoder;
     use crate::train::optim::OptimizerConfig;
+    use burn::nn::{Linear, LinearConfig};
     use burn::optim::GradientsParams;
     use burn::prelude::*;
 
@@ -142,10 +142,7 @@ mod tests {
         crate::yaml::from_str("base_lr: 1.0e-2\nclip_grad: 1.0\n").unwrap()
     }
 
-    fn step(
-        model: LinearDecoder<B>,
-        optimizer: &mut GroupedAdamW<B, LinearDecoder<B>>,
-    ) -> LinearDecoder<B> {
+    fn step(model: Linear<B>, optimizer: &mut GroupedAdamW<B, Linear<B>>) -> Linear<B> {
         let x = Tensor::<B, 4>::ones([2, 1, 1, 3], &Default::default());
         let loss = model.forward(x).powi_scalar(2).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -157,7 +154,7 @@ mod tests {
     fn optimizer_state_survives_a_checkpoint() {
         let dir = std::env::temp_dir().join(format!("eesmm-ckpt-{}", std::process::id()));
         let device = Default::default();
-        let model = LinearDecoder::<B>::new(3, 2, 1, &device);
+        let model = LinearConfig::new(3, 4).init::<B>(&device);
         let mut optimizer =
             GroupedAdamW::new(&config(), &model, crate::model::swin::no_weight_decay);
         let once = step(model, &mut optimizer);
@@ -169,14 +166,14 @@ mod tests {
         let straight = step(once, &mut optimizer);
 
         let (loaded, restored_state) =
-            load(&path, LinearDecoder::<B>::new(3, 2, 1, &device), &device).unwrap();
+            load(&path, LinearConfig::new(3, 4).init::<B>(&device), &device).unwrap();
         assert_eq!(restored_state, state);
         let optimizer = GroupedAdamW::new(&config(), &loaded, crate::model::swin::no_weight_decay);
         let mut optimizer = load_optimizer(&path, optimizer, &device).unwrap();
         let resumed = step(loaded, &mut optimizer);
         let (a, b) = (
-            straight.proj.weight.val().into_data(),
-            resumed.proj.weight.val().into_data(),
+            straight.weight.val().into_data(),
+            resumed.weight.val().into_data(),
         );
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(a, b);

@@ -352,22 +352,21 @@ mod tests {
     fn first_step_follows_pytorchs_adamw() {
         type B = burn::backend::Autodiff<crate::backend::Cpu>;
         let device = Default::default();
-        let model = crate::model::decoder::LinearDecoder::<B>::new(3, 1, 2, &device);
+        let model = burn::nn::LinearConfig::new(3, 2).init::<B>(&device);
         let (w0, b0) = (
-            model.proj.weight.val().into_data(),
-            model.proj.bias.as_ref().unwrap().val().into_data(),
+            model.weight.val().into_data(),
+            model.bias.as_ref().unwrap().val().into_data(),
         );
         let config: OptimizerConfig =
             crate::yaml::from_str("base_lr: 1.0\nweight_decay: 0.05\n").unwrap();
         let mut optimizer = GroupedAdamW::new(&config, &model, crate::model::swin::no_weight_decay);
         let loss = model
-            .forward(Tensor::ones([1, 1, 1, 3], &device).mul_scalar(2.0))
+            .forward(Tensor::<B, 4>::ones([1, 1, 1, 3], &device).mul_scalar(2.0))
             .sum(); // dL/dw = 2, dL/db = 1
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let (model, _) = optimizer.step(0.1, model, grads);
-        let w1: Vec<f32> = model.proj.weight.val().into_data().to_vec().unwrap();
+        let w1: Vec<f32> = model.weight.val().into_data().to_vec().unwrap();
         let b1: Vec<f32> = model
-            .proj
             .bias
             .as_ref()
             .unwrap()

@@ -97,6 +97,27 @@ fn invalid_presets_fail_naming_file_and_key() {
     );
 }
 
+/// A NaN or an infinity is never within tolerance, even against itself.
+#[test]
+fn diff_fails_on_nan_and_infinity() {
+    let dir = TempDir::new("diff-nan");
+    let (nan, inf) = (dir.0.join("nan.npy"), dir.0.join("inf.npy"));
+    npy::write(&nan, &[2], &[f32::NAN, f32::NAN]).unwrap();
+    npy::write(&inf, &[2], &[f32::INFINITY, 1.0]).unwrap();
+    for (a, b) in [(&nan, &nan), (&inf, &inf), (&nan, &inf)] {
+        let output = eesmm(&[
+            "diff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--tol",
+            "1e9",
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{a:?} vs {b:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("NaN or infinity"), "{stderr}");
+    }
+}
+
 #[test]
 fn diff_reports_the_error_and_fails_above_the_tolerance() {
     let (f32_pooled, f64_pooled) = (

@@ -131,3 +131,33 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Writes `dict` (name → (shape, values)) as a safetensors file.
+pub fn write_safetensors(
+    path: &std::path::Path,
+    dict: &std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) {
+    let bytes: std::collections::BTreeMap<&String, (Vec<usize>, Vec<u8>)> = dict
+        .iter()
+        .map(|(k, (shape, values))| {
+            (
+                k,
+                (
+                    shape.clone(),
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+            )
+        })
+        .collect();
+    let views: Vec<(&String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, (shape, data))| {
+            (
+                *k,
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}

@@ -277,4 +277,34 @@ fn fine_tuning_on_an_image_folder_keeps_its_class_names() {
     let metadata = std::fs::read(&onnx).unwrap();
     let text = String::from_utf8_lossy(&metadata);
     assert!(text.contains(&wnids[0]) && text.contains(&wnids[wnids.len() - 1]));
+
+    // The weights carry their architecture: without --model the export is the same file; a
+    // preset that disagrees with the sidecar is refused, naming the key.
+    let from_sidecar = dir.0.join("from_sidecar.onnx");
+    let weights = run.join("classifier.safetensors");
+    run_ok(&[
+        "export",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--head",
+        "--out",
+        from_sidecar.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&from_sidecar).unwrap(), metadata);
+    let output = eesmm(&[
+        "export",
+        "--model",
+        "models/swin-micro-32.yaml",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        dir.0.join("wrong.onnx").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("model: embed_dim is 48, but")
+            && stderr.contains("classifier.json says the weights were trained with 24"),
+        "{stderr}"
+    );
 }

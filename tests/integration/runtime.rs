@@ -337,6 +337,46 @@ fn eval_and_infer_compute_the_same_features_of_an_image_file() {
     assert!(error < 1e-5, "eval and infer features differ by {error}");
 }
 
+/// Weights holding a NaN: ONNX Runtime and burn both output NaN, which is a failure of the
+/// check, not a difference of 0.
+#[test]
+fn verify_fails_when_the_outputs_are_nan() {
+    let dir = TempDir::new("verify-nan");
+    let dict = eesmm::model::weights::read_state_dict(&fixture("cls10.safetensors")).unwrap();
+    let mut dict: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> = dict
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape.to_vec(), v.to_vec::<f32>().unwrap())))
+        .collect();
+    dict.get_mut("norm.weight").unwrap().1[0] = f32::NAN;
+    let weights = dir.0.join("nan.safetensors");
+    write_safetensors(&weights, &dict);
+    let onnx = dir.0.join("nan.onnx");
+    success(&eesmm(&[
+        "export",
+        "--model",
+        FIXTURE_MODEL,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--head",
+        "--out",
+        onnx.to_str().unwrap(),
+    ]));
+    let output = eesmm(&[
+        "verify",
+        onnx.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--iters",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("inf"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn missing_onnx_runtime_says_how_to_get_it() {
     let dir = TempDir::new("noort");

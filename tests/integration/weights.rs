@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use eesmm::model::load_model;
 use eesmm::model::weights::{read_state_dict, TableResize};
 use eesmm::npy;
-use safetensors::tensor::TensorView;
 
 use super::common::*;
 
@@ -29,32 +28,6 @@ fn bias_table_resizing_matches_pytorch_and_timm() {
             );
         }
     }
-}
-
-/// Writes `dict` (name → (shape, values)) as a safetensors file.
-fn write_safetensors(path: &std::path::Path, dict: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
-    let bytes: BTreeMap<&String, (Vec<usize>, Vec<u8>)> = dict
-        .iter()
-        .map(|(k, (shape, values))| {
-            (
-                k,
-                (
-                    shape.clone(),
-                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ),
-            )
-        })
-        .collect();
-    let views: Vec<(&String, TensorView)> = bytes
-        .iter()
-        .map(|(k, (shape, data))| {
-            (
-                *k,
-                TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
 #[test]
