@@ -18,5 +18,7 @@ ORT_DYLIB_PATH="$PWD/$(bash scripts/setup_ort.sh)"
 export ORT_DYLIB_PATH EESMM_TEST_PYTHON
 
 cargo fmt --all -- --check
+# Layers import only downwards: no cycle between src/ modules, the CLI imported only by the root.
+python3 scripts/check_layers.py
 cargo clippy --all-targets -- -D warnings
 cargo test
