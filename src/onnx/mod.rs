@@ -129,6 +129,16 @@ pub fn export(args: &ExportOptions) -> Result<()> {
                 given.len(),
                 config.in_chans
             );
+            ensure!(
+                given.iter().all(|v| v.is_finite())
+                    && (name != "--std" || given.iter().all(|&v| v > 0.0)),
+                "{name}: {given:?} must be finite{}",
+                if name == "--std" {
+                    " and positive (pixels are divided by it)"
+                } else {
+                    ""
+                }
+            );
             *value = given.clone();
         }
     }

@@ -114,8 +114,9 @@ impl ObjectiveConfig {
             model.img_size
         );
         anyhow::ensure!(
-            (0.0..1.0).contains(&self.mask_ratio),
-            "objective.mask_ratio: must be in [0, 1)"
+            self.mask_ratio > 0.0 && self.mask_ratio < 1.0,
+            "objective.mask_ratio: {} is not in (0, 1): the loss is taken on masked cells only",
+            self.mask_ratio
         );
         anyhow::ensure!(
             self.lambda1 > 0.0 && self.lambda2 > 0.0,
@@ -386,6 +387,27 @@ mod tests {
             decoder: DecoderConfig::Linear,
             visibility_tokens: true,
         }
+    }
+
+    /// No masked cells means no loss: a mask ratio of 0 (or 1) is refused with the range.
+    #[test]
+    fn mask_ratio_must_leave_masked_and_visible_cells() {
+        let model = SwinConfig::from_yaml(
+            "img_size: 8\npatch_size: 2\nembed_dim: 12\ndepths: [1]\nnum_heads: [3]\nwindow_size: 2\n",
+        )
+        .unwrap();
+        for ratio in [0.0, 1.0, -0.1] {
+            let config = ObjectiveConfig {
+                mask_ratio: ratio,
+                ..objective(Decomposition::Subtract)
+            };
+            let message = config.validate(&model).unwrap_err().to_string();
+            assert!(
+                message.contains("objective.mask_ratio: ") && message.contains("is not in (0, 1)"),
+                "{message}"
+            );
+        }
+        assert!(objective(Decomposition::Subtract).validate(&model).is_ok());
     }
 
     #[test]

@@ -79,6 +79,16 @@ pub fn run(args: &InferOptions) -> Result<()> {
         );
     }
     let files = preprocess::expand_inputs(&args.images)?;
+    if files.is_empty() {
+        bail!(
+            "no image files in {}",
+            args.images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut failed = 0;
     let mut embeddings: Vec<f32> = Vec::new();
     let mut width = 0;

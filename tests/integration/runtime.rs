@@ -377,6 +377,49 @@ fn verify_fails_when_the_outputs_are_nan() {
     );
 }
 
+/// Values that would silently give a broken model card or no output are refused.
+#[test]
+fn export_refuses_a_zero_std_and_infer_an_empty_folder() {
+    let dir = TempDir::new("silent-values");
+    let weights = fixture("cls10.safetensors");
+    let output = eesmm(&[
+        "export",
+        "--model",
+        FIXTURE_MODEL,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--std",
+        "0.2,0,0.2",
+        "--out",
+        dir.0.join("m.onnx").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--std: [0.2, 0.0, 0.2] must be finite and positive"),
+        "{stderr}"
+    );
+    assert!(!dir.0.join("m.onnx").exists());
+
+    let onnx = export_fixture(&dir.0, "e.onnx", &[]);
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = eesmm(&[
+        "infer",
+        empty.to_str().unwrap(),
+        "--model",
+        onnx.to_str().unwrap(),
+        "--features",
+        dir.0.join("f.npy").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no image files in") && stderr.contains("empty"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_onnx_runtime_says_how_to_get_it() {
     let dir = TempDir::new("noort");
