@@ -26,7 +26,7 @@ pub fn run(command: Command) -> Result<()> {
             with_backend!(args.device, |B, device| features::<B>(&args, &device))
         }
         Command::Pretrain { config, resume } => {
-            let stage = PretrainConfig::load(&config)?;
+            let stage: PretrainConfig = read_stage_file(&config)?;
             let run_dir = crate::pretrain::run::run(&stage, resume)?;
             println!("pretraining finished: {}", run_dir.display());
             Ok(())

@@ -5,6 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// Creates `dir` and its parents; the error names it.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a reader
 /// never sees a half-written file and a crash leaves any previous version intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -97,36 +97,32 @@ impl ProbeConfig {
     }
 }
 
-/// How image files are resized for the model: as in its training (the sidecar's), else timm's
-/// evaluation resize. The same resize goes into its ONNX model card, so `eesmm infer` matches.
-fn resize_for(config: &SwinConfig, weights: Option<&Path>) -> Result<Resize> {
-    let saved = match weights {
+/// The sidecar of `weights`, if there are weights and they have one.
+fn sidecar(weights: Option<&Path>) -> Result<Option<SavedModel>> {
+    Ok(match weights {
         Some(w) => SavedModel::read_beside(w)?,
         None => None,
-    };
-    Ok(saved
-        .and_then(|s| s.resize)
-        .filter(|r| r.crop == config.img_size)
-        .unwrap_or_else(|| Resize::timm_eval(config.img_size)))
+    })
+}
+
+/// How image files are resized for the model: as in its training (the sidecar's), else timm's
+/// evaluation resize. The same resize goes into its ONNX model card, so `eesmm infer` matches.
+fn resize_for(config: &SwinConfig, saved: Option<&SavedModel>) -> Resize {
+    saved.map_or_else(
+        || Resize::timm_eval(config.img_size),
+        |s| s.resize_at(config.img_size),
+    )
 }
 
 /// How images enter the model: the sidecar's normalisation if the weights have one (what the
 /// model was trained with), else the dataset's.
-fn input_format(
-    config: &SwinConfig,
-    weights: Option<&Path>,
-    dataset: &Dataset,
-) -> Result<ImageFormat> {
-    let saved = match weights {
-        Some(w) => SavedModel::read_beside(w)?,
-        None => None,
-    };
-    let normalization = saved.map_or_else(|| dataset.normalization.clone(), |s| s.normalization);
-    Ok(ImageFormat {
+fn input_format(config: &SwinConfig, saved: Option<&SavedModel>, dataset: &Dataset) -> ImageFormat {
+    let normalization = saved.map_or(&dataset.normalization, |s| &s.normalization);
+    ImageFormat {
         size: config.img_size,
         channels: config.in_chans,
         normalization: normalization.for_channels(config.in_chans),
-    })
+    }
 }
 
 fn write_report(
@@ -135,8 +131,7 @@ fn write_report(
     report: &ClassificationReport,
     title: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    crate::fsutil::create_dir(out_dir)?;
     crate::fsutil::write_atomic(
         &out_dir.join(format!("{name}.json")),
         &serde_json::to_vec_pretty(report)?,
@@ -163,11 +158,11 @@ impl EvalConfig {
     }
 
     fn evaluate<B: SwinOps>(&self, device: &B::Device) -> Result<ClassificationReport> {
-        let config = architecture(self.model.as_deref(), Some(&self.weights))?;
+        let saved = sidecar(Some(&self.weights))?;
+        let config = architecture(self.model.as_deref(), Some(&self.weights), saved.as_ref())?;
         let (model, _) = load_model::<B>(config.clone(), &self.weights, true, device)?;
-        let resize = resize_for(&config, Some(&self.weights))?;
-        let dataset = Arc::new(self.data.load(resize)?);
-        let format = input_format(&config, Some(&self.weights), &dataset)?;
+        let dataset = Arc::new(self.data.load(resize_for(&config, saved.as_ref()))?);
+        let format = input_format(&config, saved.as_ref(), &dataset);
         let report = classify_dataset(&model, &dataset, &format, self.batch_size, device)?;
         write_report(&self.out_dir, "eval", &report, "eval")?;
         Ok(report)
@@ -210,7 +205,12 @@ impl ProbeConfig {
         &self,
         device: &B::Device,
     ) -> Result<(FeatureSet, FeatureSet, Vec<String>)> {
-        let config = architecture(self.model.as_deref(), self.weights.as_deref())?;
+        let saved = sidecar(self.weights.as_deref())?;
+        let config = architecture(
+            self.model.as_deref(),
+            self.weights.as_deref(),
+            saved.as_ref(),
+        )?;
         let encoder = match &self.weights {
             Some(weights) => load_model::<B>(config.clone(), weights, false, device)?.0,
             None => {
@@ -227,8 +227,8 @@ impl ProbeConfig {
         let mut sets = Vec::new();
         let mut class_names = Vec::new();
         for (what, data) in [("train", &self.train_data), ("test", &self.test_data)] {
-            let dataset = Arc::new(data.load(resize_for(&config, self.weights.as_deref())?)?);
-            let format = input_format(&config, self.weights.as_deref(), &dataset)?;
+            let dataset = Arc::new(data.load(resize_for(&config, saved.as_ref()))?);
+            let format = input_format(&config, saved.as_ref(), &dataset);
             let key = format!(
                 "{weights_key}{}{}{:?}",
                 serde_json::to_string(&config)?,

@@ -144,8 +144,7 @@ fn train<B: TrainBackend>(
 ) -> Result<Option<ClassificationReport>> {
     let device = &devices[0];
     let run_dir = stage.out_dir.clone();
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    crate::fsutil::create_dir(&run_dir)?;
     let preset = stage.model_config(1)?;
     let dataset = Arc::new(stage.data.load(Resize::timm_eval(preset.img_size))?);
     let classes = dataset.class_names.len();

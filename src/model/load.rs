@@ -9,22 +9,36 @@ use super::saved::{sidecar_path, SavedModel};
 use super::weights::{head_classes, load_weights, read_timm_checkpoint, LoadReport};
 use super::{Swin, SwinConfig};
 
-/// The architecture to build: the preset if given, else the one in the weights' sidecar. Errors
-/// start with the key they are about (`model:`).
-pub fn architecture(model: Option<&Path>, weights: Option<&Path>) -> Result<SwinConfig> {
+/// The architecture to build: the preset if given, else the one in `saved`, the sidecar of
+/// `weights`. Errors start with the key they are about (`model:`).
+pub fn architecture(
+    model: Option<&Path>,
+    weights: Option<&Path>,
+    saved: Option<&SavedModel>,
+) -> Result<SwinConfig> {
     if let Some(model) = model {
         return SwinConfig::load(model).context("model");
     }
     let weights = weights.context("model: needed when there are no weights")?;
-    Ok(SavedModel::read_beside(weights)?
-        .with_context(|| {
-            format!(
-                "model: not given, and {} has no .json sidecar naming its architecture",
-                weights.display()
-            )
-        })?
-        .model)
+    let saved = saved.with_context(|| {
+        format!(
+            "model: not given, and {} has no .json sidecar naming its architecture",
+            weights.display()
+        )
+    })?;
+    Ok(saved.model.clone())
 }
+
+/// The preset keys that fix a parameter's shape.
+const SHAPE_KEYS: [&str; 7] = [
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+];
 
 /// Checks that `config` builds the network the weights were saved from (their sidecar's), in
 /// every key that fixes a parameter's shape. Resolution and window may differ: the
@@ -33,49 +47,17 @@ fn check_against_sidecar(config: &SwinConfig, weights: &Path) -> Result<()> {
     let Some(saved) = SavedModel::read_beside(weights)? else {
         return Ok(());
     };
-    let (given, saved) = (config, &saved.model);
-    let keys: [(&str, String, String); 7] = [
-        (
-            "patch_size",
-            format!("{}", given.patch_size),
-            format!("{}", saved.patch_size),
-        ),
-        (
-            "in_chans",
-            format!("{}", given.in_chans),
-            format!("{}", saved.in_chans),
-        ),
-        (
-            "embed_dim",
-            format!("{}", given.embed_dim),
-            format!("{}", saved.embed_dim),
-        ),
-        (
-            "depths",
-            format!("{:?}", given.depths),
-            format!("{:?}", saved.depths),
-        ),
-        (
-            "num_heads",
-            format!("{:?}", given.num_heads),
-            format!("{:?}", saved.num_heads),
-        ),
-        (
-            "mlp_ratio",
-            format!("{}", given.mlp_ratio),
-            format!("{}", saved.mlp_ratio),
-        ),
-        (
-            "qkv_bias",
-            format!("{}", given.qkv_bias),
-            format!("{}", saved.qkv_bias),
-        ),
-    ];
-    for (key, given, saved) in keys {
+    let (given, saved) = (
+        serde_json::to_value(config)?,
+        serde_json::to_value(&saved.model)?,
+    );
+    for key in SHAPE_KEYS {
         anyhow::ensure!(
-            given == saved,
-            "model: {key} is {given}, but {} says the weights were trained with {saved}",
-            sidecar_path(weights).display()
+            given[key] == saved[key],
+            "model: {key} is {}, but {} says the weights were trained with {}",
+            given[key],
+            sidecar_path(weights).display(),
+            saved[key]
         );
     }
     Ok(())

@@ -49,6 +49,14 @@ impl SavedModel {
         }
     }
 
+    /// How image files are resized for a `image_size` px model: as this model was trained and
+    /// evaluated, else (an older sidecar, or another resolution) timm's evaluation resize.
+    pub fn resize_at(&self, image_size: usize) -> Resize {
+        self.resize
+            .filter(|r| r.crop == image_size)
+            .unwrap_or_else(|| Resize::timm_eval(image_size))
+    }
+
     /// The sidecar of `weights`, if it has one.
     pub fn read_beside(weights: &Path) -> Result<Option<Self>> {
         let path = sidecar_path(weights);

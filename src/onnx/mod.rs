@@ -87,7 +87,10 @@ pub struct ExportOptions {
 
 /// Writes the ONNX file of `args` and prints what it holds.
 pub fn export(args: &ExportOptions) -> Result<()> {
-    let config = architecture(args.model.as_deref(), Some(&args.weights))?;
+    // A model trained by eesmm carries its architecture, normalisation, resize and class names
+    // in a sidecar.
+    let saved = SavedModel::read_beside(&args.weights)?;
+    let config = architecture(args.model.as_deref(), Some(&args.weights), saved.as_ref())?;
     let device = Default::default();
     let (model, _) = load_model::<Cpu>(config.clone(), &args.weights, args.head, &device)?;
     let classes = model.num_classes();
@@ -96,14 +99,12 @@ pub fn export(args: &ExportOptions) -> Result<()> {
         feature_map: args.feature_map,
     };
     let mut card = default_card(&config, outputs, classes);
-    // A model trained by eesmm carries its normalisation, resize and class names in a sidecar.
-    if let Some(saved) = SavedModel::read_beside(&args.weights)? {
+    if let Some(saved) = saved {
+        let resize = saved.resize_at(config.img_size);
+        card.resize_shorter_side = resize.shorter_side;
+        card.interpolation = resize.interpolation.name().into();
         card.mean = saved.normalization.mean;
         card.std = saved.normalization.std;
-        if let Some(resize) = saved.resize.filter(|r| r.crop == config.img_size) {
-            card.resize_shorter_side = resize.shorter_side;
-            card.interpolation = resize.interpolation.name().into();
-        }
         if args.head && saved.class_names.len() == classes {
             card.class_names = saved.class_names;
         }

@@ -119,7 +119,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().expect("records live in a folder");
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    crate::fsutil::create_dir(dir)?;
     crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::record::Metric;
@@ -106,8 +106,7 @@ impl Summary {
 
     /// Writes `summary.json` and `summary.md` into `run_dir`.
     pub fn write(&self, run_dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+        crate::fsutil::create_dir(run_dir)?;
         crate::fsutil::write_atomic(
             &run_dir.join("summary.json"),
             &serde_json::to_vec_pretty(self)?,

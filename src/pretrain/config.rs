@@ -1,7 +1,7 @@
 //! What a pretraining run is given (the `pretrain` stage's YAML schema, `eesmm pretrain --config`), and
 //! its validation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -35,17 +35,6 @@ pub struct PretrainConfig {
 }
 
 impl PretrainConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let stage: Self =
-            crate::yaml::from_str(&text).with_context(|| path.display().to_string())?;
-        stage
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(stage)
-    }
-
     pub fn model_config(&self) -> Result<SwinConfig> {
         SwinConfig::load(&self.model).context("model")
     }
@@ -53,17 +42,6 @@ impl PretrainConfig {
     /// The devices to train on: one, or several for data-parallel training.
     pub fn devices(&self) -> Result<Vec<DeviceSpec>> {
         parse_training_devices(&self.device, &self.train)
-    }
-
-    /// Everything [`Self::validate_settings`] checks, and that the data folder exists.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_settings()?;
-        ensure!(
-            self.data.root.exists(),
-            "data.root: {} does not exist",
-            self.data.root.display()
-        );
-        Ok(())
     }
 
     /// The settings, without looking for the data (in a pipeline an earlier stage may write it).

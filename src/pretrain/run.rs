@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -155,8 +155,7 @@ fn train<B: TrainBackend>(
     let config = stage.model_config()?;
     let objective = stage.objective.clone();
     let run_dir = stage.out_dir.clone();
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    crate::fsutil::create_dir(&run_dir)?;
     let dataset = Arc::new(stage.data.load(Resize::timm_eval(config.img_size))?);
     let format = ImageFormat {
         size: config.img_size,

@@ -97,8 +97,7 @@ impl Stage for ExportStage {
     fn run(&self, _resume: bool) -> Result<StageResult> {
         let out = self.onnx_path();
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            crate::fsutil::create_dir(dir)?;
         }
         crate::onnx::export(&self.options())?;
         Ok(StageResult {

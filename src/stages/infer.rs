@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{create_dir, images};
+use super::images;
 use crate::data::preprocess;
+use crate::fsutil::create_dir;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::runtime::{infer, OnnxModel};
 

@@ -10,9 +10,7 @@ pub mod infer;
 pub mod pretrain;
 pub mod verify;
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
+use std::path::PathBuf;
 
 use crate::evaluate::EvalConfig;
 use crate::finetune::FinetuneConfig;
@@ -44,11 +42,6 @@ pub fn images(paths: &[PathBuf]) -> impl Iterator<Item = Input> + '_ {
         .iter()
         .enumerate()
         .map(|(i, p)| Input::new(format!("images[{i}]"), p))
-}
-
-/// Creates the stage folder.
-pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{create_dir, images};
+use super::images;
+use crate::fsutil::create_dir;
 use crate::model::SwinConfig;
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
 use crate::runtime::verify::{self, VerifyOptions};

@@ -73,7 +73,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>>(
     let final_path = dir.join(format!("step_{:08}", state.step));
     let tmp = dir.join(format!(".step_{:08}.tmp{}", state.step, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    crate::fsutil::create_dir(&tmp)?;
     module.clone().save_file(tmp.join("model"), &recorder())?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;

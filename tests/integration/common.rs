@@ -95,16 +95,7 @@ pub fn metric(run: &Path, key: &str) -> Vec<f64> {
 /// non-finite result never passes a tolerance (`f32::max` alone would drop NaN).
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() && y.is_finite() {
-                (x - y).abs()
-            } else {
-                f32::INFINITY
-            }
-        })
-        .fold(0.0, f32::max)
+    eesmm::compare::difference(a, b).max_abs
 }
 
 /// Largest absolute difference between two arrays of the same shape.

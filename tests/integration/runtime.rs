@@ -21,10 +21,8 @@ fn photos() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
 }
 
-/// Exports the timm fixture (10-class head) into `dir`, with the extra flags given.
-fn export_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let weights = fixture("cls10.safetensors");
+/// `eesmm export` of `weights` in the fixture's architecture to `out`, with the extra flags given.
+fn export(weights: &Path, out: &Path, flags: &[&str]) -> Output {
     let mut args = vec![
         "export",
         "--model",
@@ -35,7 +33,13 @@ fn export_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(flags);
-    let stdout = success(&eesmm(&args));
+    eesmm(&args)
+}
+
+/// Exports the timm fixture (10-class head) into `dir`, with the extra flags given.
+fn export_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let stdout = success(&export(&fixture("cls10.safetensors"), &out, flags));
     assert!(
         stdout.contains("input images [batch, 3, 32, 32]"),
         "{stdout}"
@@ -351,16 +355,7 @@ fn verify_fails_when_the_outputs_are_nan() {
     let weights = dir.0.join("nan.safetensors");
     write_safetensors(&weights, &dict);
     let onnx = dir.0.join("nan.onnx");
-    success(&eesmm(&[
-        "export",
-        "--model",
-        FIXTURE_MODEL,
-        "--weights",
-        weights.to_str().unwrap(),
-        "--head",
-        "--out",
-        onnx.to_str().unwrap(),
-    ]));
+    success(&export(&weights, &onnx, &["--head"]));
     let output = eesmm(&[
         "verify",
         onnx.to_str().unwrap(),
@@ -382,17 +377,7 @@ fn verify_fails_when_the_outputs_are_nan() {
 fn export_refuses_a_zero_std_and_infer_an_empty_folder() {
     let dir = TempDir::new("silent-values");
     let weights = fixture("cls10.safetensors");
-    let output = eesmm(&[
-        "export",
-        "--model",
-        FIXTURE_MODEL,
-        "--weights",
-        weights.to_str().unwrap(),
-        "--std",
-        "0.2,0,0.2",
-        "--out",
-        dir.0.join("m.onnx").to_str().unwrap(),
-    ]);
+    let output = export(&weights, &dir.0.join("m.onnx"), &["--std", "0.2,0,0.2"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
