@@ -27,12 +27,14 @@ pub fn run(command: Command) -> Result<()> {
         }
         Command::Pretrain { config, resume } => {
             let stage: PretrainConfig = read_stage_file(&config)?;
+            crate::interrupt::install()?;
             let run_dir = crate::pretrain::run::run(&stage, resume)?;
             println!("pretraining finished: {}", run_dir.display());
             Ok(())
         }
         Command::Finetune { config, resume } => {
             let stage: FinetuneConfig = read_stage_file(&config)?;
+            crate::interrupt::install()?;
             if let Some(report) = crate::finetune::run::run(&stage, resume)? {
                 println!(
                     "held-out top-1 {:.2} %, top-5 {:.2} %",
@@ -84,6 +86,9 @@ pub fn run(command: Command) -> Result<()> {
                 force: args.force,
                 dry_run: args.dry_run,
             };
+            if !options.dry_run {
+                crate::interrupt::install()?;
+            }
             crate::pipeline::run(&pipeline, &options)
         }
     }

@@ -32,5 +32,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("{}: cannot write", path.display()));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    sync_dir(dir).with_context(|| format!("{}: cannot sync", dir.display()))
+}
+
+/// fsyncs a directory, so the renames and creations in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }

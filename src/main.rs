@@ -17,6 +17,12 @@ fn main() {
         .init();
     if let Err(error) = eesmm::commands::run(Cli::parse().command) {
         eprintln!("error: {error:#}");
-        std::process::exit(1);
+        let interrupted = error
+            .chain()
+            .any(|e| e.is::<eesmm::interrupt::Interrupted>());
+        std::process::exit(match interrupted {
+            true => eesmm::interrupt::EXIT_STATUS,
+            false => 1,
+        });
     }
 }

@@ -181,6 +181,26 @@ impl EpochSlices {
     }
 }
 
+/// The random source of one image's augmentation: a function of the micro-batch's seed and the
+/// image's position in the whole micro-batch (not of the replica that draws it).
+pub fn image_rng(seed: u64, position: usize) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(
+        seed ^ (position as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    )
+}
+
+/// `[B, C, S, S]` host pixels (`B` = `pixels.len()` / image size) as a tensor on `device`.
+pub fn images_tensor<B: burn::prelude::Backend>(
+    pixels: Vec<f32>,
+    format: &ImageFormat,
+    device: &B::Device,
+) -> burn::prelude::Tensor<B, 4> {
+    let (c, s) = (format.channels, format.size);
+    let batch = pixels.len() / (c * s * s);
+    let data = burn::tensor::TensorData::new(pixels, [batch, c, s, s]);
+    burn::prelude::Tensor::from_data(data, device)
+}
+
 /// Normalised images and labels of `indices`, decoded in parallel.
 /// With `crop`, each image first gets a random resized crop and flip drawn from
 /// `(seed, position in the micro-batch)`; `indices` start at position `first` (a data-parallel
@@ -199,9 +219,7 @@ pub fn host_batch(
             let image = dataset.image(i)?;
             Ok(match crop {
                 Some((augment, seed)) => {
-                    let mut rng = rand::rngs::StdRng::seed_from_u64(
-                        seed ^ ((first + k) as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
-                    );
+                    let mut rng = image_rng(seed, first + k);
                     to_tensor_data(&augment.apply(&mut rng, &image), format)
                 }
                 None => to_tensor_data(&image, format),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use burn::prelude::*;
 
-use crate::data::loader::{host_batch, ImageFormat, Prefetcher};
+use crate::data::loader::{host_batch, images_tensor, ImageFormat, Prefetcher};
 use crate::data::Dataset;
 use crate::train::report::progress_bar;
 
@@ -28,9 +28,7 @@ pub fn map_dataset<B: Backend>(
     let (mut rows, mut width) = (Vec::new(), 0);
     for host in prefetch {
         let host = host?;
-        let (c, s) = (format.channels, format.size);
-        let images =
-            Tensor::<B, 4>::from_data(TensorData::new(host.images, [host.batch, c, s, s]), device);
+        let images = images_tensor::<B>(host.images, format, device);
         let out = f(images); // [b, D]
         width = out.dims()[1];
         rows.extend(

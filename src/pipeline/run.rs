@@ -1,5 +1,6 @@
 //! Running a checked pipeline: each selected stage in file order, skipping those that are up to
-//! date, stopping at the first failure, then the summary.
+//! date, stopping at the first failure or at Ctrl-C / SIGTERM, then the summary. The run
+//! directory is locked while it runs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,6 +10,8 @@ use anyhow::{bail, Result};
 use super::record::{self, Done, Fingerprint, Metric};
 use super::resolve::{Pipeline, PlannedStage};
 use super::summary::{StageSummary, Status, Summary};
+use crate::interrupt::{self, Interrupted};
+use crate::lock::RunLock;
 
 /// The flags of `eesmm run`.
 #[derive(Debug, Clone, Default)]
@@ -39,43 +42,55 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<()> {
         return Ok(());
     }
     check_prerequisites(pipeline, options, &selected)?;
+    let _lock = RunLock::acquire(&pipeline.run_dir)?;
     let mut summary = Summary {
         pipeline: pipeline.name.clone(),
+        status: "completed",
         file: pipeline.file.clone(),
         run_dir: pipeline.run_dir.clone(),
         stages: Vec::new(),
     };
-    let mut failure = None;
+    // The stage that failed or was interrupted; the stages after it do not run.
+    let mut stopped: Option<&PlannedStage> = None;
     for (stage, &selected) in pipeline.stages.iter().zip(&selected) {
-        let entry = if failure.is_some() {
-            not_run(stage, "an earlier stage failed")
+        let entry = if let Some(earlier) = stopped {
+            not_run(stage, &format!("`{}` stopped the run", earlier.name))
         } else if !selected {
             match decide(&pipeline.run_dir, stage, false) {
                 Ok(Decision::UpToDate(done)) => skipped(stage, done),
                 _ => not_run(stage, "not selected"),
             }
+        } else if interrupt::requested() {
+            stopped = Some(stage);
+            interrupted(stage, "before it started".into(), None)
         } else {
             let entry = run_stage(&pipeline.run_dir, stage, options.force);
-            if entry.status == Status::Failed {
-                failure = Some(stage.name.clone());
+            if matches!(entry.status, Status::Failed | Status::Interrupted) {
+                stopped = Some(stage);
             }
             entry
         };
         summary.stages.push(entry);
     }
+    let last = stopped.and_then(|stage| summary.stages.iter().find(|s| s.name == stage.name));
+    let outcome = last.map(|entry| (entry.status, entry.name.clone(), entry.note.clone()));
+    summary.status = match outcome {
+        Some((Status::Interrupted, ..)) => "interrupted",
+        Some(_) => "failed",
+        None => "completed",
+    };
     print!("\n{}", summary.table());
     summary.write(&pipeline.run_dir)?;
     println!("summary: {}", pipeline.run_dir.join("summary.md").display());
-    if let Some(name) = failure {
-        let note = summary
-            .stages
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.note.clone())
-            .unwrap_or_default();
-        bail!("stage `{name}` failed: {note}");
+    match outcome {
+        None => Ok(()),
+        Some((Status::Interrupted, name, note)) => Err(Interrupted(Some(format!(
+            "in stage `{name}`: {}",
+            note.unwrap_or_default()
+        )))
+        .into()),
+        Some((_, name, note)) => bail!("stage `{name}` failed: {}", note.unwrap_or_default()),
     }
-    Ok(())
 }
 
 /// Which stages `--from` / `--only` select (all without them).
@@ -187,6 +202,9 @@ fn run_stage(run_dir: &Path, stage: &PlannedStage, force: bool) -> StageSummary 
     let wall_s = started.elapsed().as_secs_f64();
     let result = match result {
         Ok(result) => result,
+        Err(error) if error.chain().any(|e| e.is::<Interrupted>()) => {
+            return interrupted(stage, format!("{error:#}"), Some(wall_s))
+        }
         Err(error) => return failed(stage, format!("{error:#}"), Some(wall_s)),
     };
     let done = Done {
@@ -245,6 +263,19 @@ fn failed(stage: &PlannedStage, error: String, wall_s: Option<f64>) -> StageSumm
         wall_s,
         artifacts: Vec::new(),
         note: Some(error),
+    }
+}
+
+fn interrupted(stage: &PlannedStage, note: String, wall_s: Option<f64>) -> StageSummary {
+    eprintln!("==> {} ({}) interrupted: {note}", stage.name, stage.kind);
+    StageSummary {
+        name: stage.name.clone(),
+        kind: stage.kind.into(),
+        status: Status::Interrupted,
+        metric: None,
+        wall_s,
+        artifacts: Vec::new(),
+        note: Some(note),
     }
 }
 

@@ -15,7 +15,9 @@ pub enum Status {
     /// Up to date: its record matched its configuration and inputs.
     Skipped,
     Failed,
-    /// Not selected (`--only`, `--from`), or after a failed stage.
+    /// Stopped by Ctrl-C or SIGTERM (a training stage checkpoints first).
+    Interrupted,
+    /// Not selected (`--only`, `--from`), or after a failed or interrupted stage.
     NotRun,
 }
 
@@ -25,6 +27,7 @@ impl Status {
             Status::Ran => "ran",
             Status::Skipped => "skipped",
             Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
             Status::NotRun => "not run",
         }
     }
@@ -47,6 +50,8 @@ pub struct StageSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub pipeline: String,
+    /// `completed`, `failed` (a stage failed) or `interrupted` (Ctrl-C, SIGTERM).
+    pub status: &'static str,
     pub file: PathBuf,
     pub run_dir: PathBuf,
     pub stages: Vec<StageSummary>,
@@ -78,9 +83,10 @@ impl Summary {
 
     pub fn markdown(&self) -> String {
         let mut text = format!(
-            "# Pipeline `{}`\n\nFile `{}`, run directory `{}`.\n\n\
+            "# Pipeline `{}`: {}\n\nFile `{}`, run directory `{}`.\n\n\
              | stage | kind | status | metric | wall | artifacts |\n|---|---|---|---|---|---|\n",
             self.pipeline,
+            self.status,
             self.file.display(),
             self.run_dir.display()
         );
@@ -90,11 +96,11 @@ impl Summary {
         let notes: Vec<String> = self
             .stages
             .iter()
-            .filter(|s| s.status == Status::Failed)
+            .filter(|s| matches!(s.status, Status::Failed | Status::Interrupted))
             .filter_map(|s| {
                 s.note
                     .as_ref()
-                    .map(|n| format!("- `{}` failed: {n}\n", s.name))
+                    .map(|n| format!("- `{}` {}: {n}\n", s.name, s.status.label()))
             })
             .collect();
         if !notes.is_empty() {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -18,16 +18,17 @@ use super::mix::warp;
 use super::objective::{
     no_weight_decay, DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel,
 };
-use crate::data::loader::{host_batch, CropAugment, EpochSlices, ImageFormat, Prefetcher};
+use crate::data::loader::{host_batch, images_tensor, CropAugment, EpochSlices, ImageFormat};
 use crate::data::preprocess::Resize;
 use crate::data::Dataset;
 use crate::kernels::TrainBackend;
 use crate::model::saved::SavedModel;
 use crate::model::SwinConfig;
-use crate::train::fit::{self, step_seed};
+use crate::train::fit::{step_seed, StepLoss};
 use crate::train::optim::GroupedAdamW;
 use crate::train::replicas::Rank;
-use crate::train::report::{image_grid, plot_losses, MetricsLog};
+use crate::train::report::{image_grid, MetricsLog};
+use crate::train::run::{self as runner, BatchSampler, Objective, RunSpec, Task, Weights};
 use crate::with_backend;
 
 /// Runs a pretraining stage, resuming from `resume` or else from the run's latest checkpoint.
@@ -61,7 +62,9 @@ struct Sampler {
     rank: Rank,
 }
 
-impl Sampler {
+impl BatchSampler for Sampler {
+    type Batch = HostPairs;
+
     /// This replica's rows of micro-batch `micro` (counted from the start of training): their
     /// images, transforms and masks, drawn as for the whole micro-batch.
     fn prepare(&mut self, micro: usize) -> Result<HostPairs> {
@@ -134,9 +137,8 @@ impl HostPairs {
         grid: usize,
         device: &B::Device,
     ) -> DeviceBatch<B> {
-        let (b, c, s) = (self.batch, format.channels, format.size);
-        let images =
-            |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [b, c, s, s]), device);
+        let b = self.batch;
+        let images = |v: Vec<f32>| images_tensor::<B>(v, format, device);
         let masks =
             |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, grid, grid]), device);
         DeviceBatch {
@@ -153,145 +155,133 @@ fn train<B: TrainBackend>(
     devices: &[B::Device],
 ) -> Result<PathBuf> {
     let config = stage.model_config()?;
-    let objective = stage.objective.clone();
-    let run_dir = stage.out_dir.clone();
-    crate::fsutil::create_dir(&run_dir)?;
     let dataset = Arc::new(stage.data.load(Resize::timm_eval(config.img_size))?);
     let format = ImageFormat {
         size: config.img_size,
         channels: config.in_chans,
         normalization: dataset.normalization.for_channels(config.in_chans),
     };
-    let (batch, accumulation) = (stage.train.batch_size, stage.train.accumulation);
-    let mut plan = fit::Plan::new(
-        &run_dir,
-        &stage.train,
-        stage.seed,
-        dataset.len(),
-        objective.images_per_sample(),
-    )?;
-    let (steps_per_epoch, total_steps) = (plan.steps_per_epoch, plan.total_steps());
-    let schedule = plan.schedule(&stage.optimizer);
-    let sampler = Sampler {
+    let mut task = PretrainTask::<B> {
+        stage,
+        config: config.clone(),
         dataset: dataset.clone(),
         format: format.clone(),
-        crop: stage.data.augment.clone(),
-        objective: objective.clone(),
-        batch,
-        seed: stage.seed,
-        slices: EpochSlices::new(
-            dataset.len(),
-            stage.seed,
-            batch * objective.images_per_sample(),
-            steps_per_epoch * accumulation,
-        ),
-        rank: Rank::SINGLE,
+        preview: None,
+        device: devices[0].clone(),
     };
-    let preview = sampler.clone().prepare(0)?;
-
-    // One replica per device, all starting from the weights initialised on the first.
-    B::seed(&devices[0], stage.seed);
-    let initial = PretrainModel::<B>::new(&config, &objective, &devices[0]);
-    let start = fit::resume(
-        &run_dir,
-        resume,
-        total_steps,
-        initial,
-        |m| GroupedAdamW::new(&stage.optimizer, m, no_weight_decay),
-        devices,
-    )?;
-    plan.start = start.step;
-    let micro_steps = start.step * accumulation..total_steps * accumulation;
-    let replicas = start.into_replicas(devices, |rank| {
-        let mut sampler = Sampler {
-            rank,
-            ..sampler.clone()
-        };
-        Prefetcher::new(micro_steps.clone(), 3, move |micro| sampler.prepare(micro))
-    });
-    crate::fsutil::write_atomic(
-        &run_dir.join("stage.json"),
-        &serde_json::to_vec_pretty(stage)?,
-    )?;
-
-    let grid = config.img_size / objective.mask_patch_size;
-    let mut hooks = PretrainHooks {
-        run_dir: &run_dir,
-        config: &config,
-        objective: &objective,
-        preview,
-        format: &format,
-        device: &devices[0],
-    };
-    let (loss_objective, loss_format) = (objective.clone(), format.clone());
-    let model = fit::fit(
-        &plan,
-        replicas,
-        &schedule,
-        move |model: &PretrainModel<B>, host: HostPairs, device: &B::Device| {
-            let batch = host.into_device(&loss_format, grid, device);
-            let output = loss_objective.forward(model, batch);
-            fit::StepLoss {
-                total: output.total,
-                terms: output.terms,
-            }
-        },
-        &mut hooks,
-    )?;
+    let trained = runner::run(&mut task, resume, devices)?;
     let resize = dataset.resize(config.img_size);
-    save_encoder::<B>(&run_dir, &model, &config, &format, resize)?;
-    Ok(run_dir)
+    save_encoder::<B>(&stage.out_dir, &trained.model, &config, &format, resize)?;
+    Ok(stage.out_dir.clone())
 }
 
-/// At every epoch end: `loss.png` and `recon_epochNNN.png` of a fixed batch.
-struct PretrainHooks<'a, B: TrainBackend> {
-    run_dir: &'a Path,
-    config: &'a SwinConfig,
-    objective: &'a ObjectiveConfig,
-    preview: HostPairs,
-    format: &'a ImageFormat,
-    device: &'a B::Device,
+/// Pretraining as a training task: the encoder and decoder of the objective, masked pairs (or
+/// single images) as micro-batches, and a reconstruction grid of a fixed batch per epoch.
+struct PretrainTask<'a, B: TrainBackend> {
+    stage: &'a PretrainConfig,
+    config: SwinConfig,
+    dataset: Arc<Dataset>,
+    format: ImageFormat,
+    /// The fixed batch of the reconstruction grids (the first micro-batch), drawn once.
+    preview: Option<HostPairs>,
+    device: B::Device,
 }
 
-impl<B: TrainBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
+impl<B: TrainBackend> Task<B> for PretrainTask<'_, B> {
+    type Model = PretrainModel<B>;
+    type Sampler = Sampler;
+    type Objective = PairLoss;
+
+    fn spec(&self) -> Result<RunSpec<'_>> {
+        Ok(RunSpec {
+            run_dir: &self.stage.out_dir,
+            train: &self.stage.train,
+            optimizer: &self.stage.optimizer,
+            seed: self.stage.seed,
+            images: self.dataset.len(),
+            images_per_sample: self.stage.objective.images_per_sample(),
+            ema: None,
+            stage: serde_json::to_value(self.stage)?,
+            title: format!("{:?} pretraining", self.stage.objective.kind),
+        })
+    }
+
+    fn initial_model(&self, device: &B::Device) -> Result<PretrainModel<B>> {
+        Ok(PretrainModel::new(
+            &self.config,
+            &self.stage.objective,
+            device,
+        ))
+    }
+
+    fn optimizer(&self, model: &PretrainModel<B>) -> GroupedAdamW<B, PretrainModel<B>> {
+        GroupedAdamW::new(&self.stage.optimizer, model, no_weight_decay)
+    }
+
+    /// Also draws the preview batch, the first micro-batch of training, once.
+    fn sampler(&mut self, slices: EpochSlices, rank: Rank) -> Result<Sampler> {
+        let sampler = Sampler {
+            dataset: self.dataset.clone(),
+            format: self.format.clone(),
+            crop: self.stage.data.augment.clone(),
+            objective: self.stage.objective.clone(),
+            batch: self.stage.train.batch_size,
+            seed: self.stage.seed,
+            slices,
+            rank,
+        };
+        if self.preview.is_none() {
+            let mut whole_batch = Sampler {
+                rank: Rank::SINGLE,
+                ..sampler.clone()
+            };
+            self.preview = Some(whole_batch.prepare(0)?);
+        }
+        Ok(sampler)
+    }
+
+    fn objective(&self) -> PairLoss {
+        PairLoss {
+            objective: self.stage.objective.clone(),
+            format: self.format.clone(),
+            grid: self.config.img_size / self.stage.objective.mask_patch_size,
+        }
+    }
+
+    /// `recon_epochNNN.png` of a fixed batch.
     fn end_of_epoch(
         &mut self,
-        model: &PretrainModel<B>,
+        weights: &Weights<B, PretrainModel<B>>,
         epoch: usize,
-        metrics: &MetricsLog,
+        _step: usize,
+        _metrics: &MetricsLog,
     ) -> Result<()> {
-        let records = metrics.records()?;
-        // The total and each loss term (every key that is not bookkeeping).
-        let bookkeeping = [
-            "step",
-            "epoch",
-            "lr",
-            "grad_norm",
-            "images_per_s",
-            "elapsed_s",
-        ];
-        let keys: Vec<&str> = records.first().map_or(vec!["loss"], |first| {
-            first
-                .keys()
-                .map(String::as_str)
-                .filter(|k| !bookkeeping.contains(k))
-                .collect()
-        });
-        plot_losses(
-            &self.run_dir.join("loss.png"),
-            &records,
-            &keys,
-            &format!("{:?} pretraining", self.objective.kind),
-        )?;
-        write_preview::<B>(
-            &self.run_dir.join(format!("recon_epoch{epoch:03}.png")),
-            model,
-            self.config,
-            self.objective,
-            &self.preview,
-            self.format,
-            self.device,
-        )
+        let preview = self.preview.as_ref().context("no preview batch drawn")?;
+        let path = self
+            .stage
+            .out_dir
+            .join(format!("recon_epoch{epoch:03}.png"));
+        write_preview::<B>(&path, weights, &self.objective(), preview, &self.device)
+    }
+}
+
+/// The pretraining loss of a micro-batch, on any replica.
+#[derive(Clone)]
+struct PairLoss {
+    objective: ObjectiveConfig,
+    format: ImageFormat,
+    /// Mask cells per side.
+    grid: usize,
+}
+
+impl<B: TrainBackend> Objective<B, PretrainModel<B>, HostPairs> for PairLoss {
+    fn loss(&self, model: &PretrainModel<B>, host: HostPairs, device: &B::Device) -> StepLoss<B> {
+        let batch = host.into_device(&self.format, self.grid, device);
+        let output = self.objective.forward(model, batch);
+        StepLoss {
+            total: output.total,
+            terms: output.terms,
+        }
     }
 }
 
@@ -301,18 +291,16 @@ impl<B: TrainBackend> fit::Hooks<PretrainModel<B>> for PretrainHooks<'_, B> {
 /// only masked cells are trained). SimMIM: image, masked image, reconstruction pasted the same way.
 fn write_preview<B: TrainBackend>(
     path: &Path,
-    model: &PretrainModel<B>,
-    config: &SwinConfig,
-    objective: &ObjectiveConfig,
+    weights: &PretrainModel<B::InnerBackend>,
+    loss: &PairLoss,
     preview: &HostPairs,
-    format: &ImageFormat,
     device: &B::Device,
 ) -> Result<()> {
-    let grid = config.img_size / objective.mask_patch_size;
+    let (objective, format, grid) = (&loss.objective, &loss.format, loss.grid);
     let batch = preview
         .clone()
         .into_device::<B::InnerBackend>(format, grid, device);
-    let out = objective.forward(&model.valid(), batch);
+    let out = objective.forward(weights, batch);
     let rows = preview.batch.min(4);
     let (size, plane) = (format.size, format.channels * format.size * format.size);
     let to_rows = |images: &[f32]| -> Vec<Vec<f32>> {

@@ -1,7 +1,9 @@
 //! Checkpoints: `run_dir/checkpoints/step_NNNNNNNN/` with the module, the optimizer moments,
-//! `state.json` and any extra files of the stage (the EMA weights of fine-tuning). Each is
-//! written into a temporary folder and renamed into place, so a killed run never leaves a
-//! half-written checkpoint; only the last `keep` are kept.
+//! `state.json` and any extra files of the stage (the EMA weights). Each is written into a
+//! temporary folder, its files and the folder fsynced, renamed into place and the parent
+//! fsynced, so a killed run or a power cut never leaves a half-written checkpoint under a final
+//! name; only the last `keep` are kept. Temporary folders a killed run left behind are removed
+//! when the next run starts.
 //!
 //! Nothing else needs saving to resume exactly: data order, masks, augmentations and drop-path
 //! draws are all seeded from `(seed, step)`, so the step counter is the whole training state.
@@ -9,7 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn_store::ModuleSnapshot;
@@ -22,6 +25,25 @@ pub struct TrainState {
     /// Optimizer steps completed.
     pub step: usize,
     pub total_steps: usize,
+    /// [`parameter_digest`] of the model saved (absent in checkpoints of eesmm ≤ 0.1 sessions
+    /// before it was added), so a checkpoint of another model is refused before loading.
+    #[serde(default)]
+    pub parameters: Option<String>,
+}
+
+/// SHA-256 of the shapes of a module's parameters in visiting order: two models share it exactly
+/// when one's checkpoint loads into the other.
+pub fn parameter_digest<B: Backend, M: Module<B>>(module: &M) -> String {
+    struct Shapes(String);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0
+                .push_str(&format!("{:?};", param.shape().dims::<D>()));
+        }
+    }
+    let mut shapes = Shapes(String::new());
+    module.visit(&mut shapes);
+    crate::hash::sha256_hex(shapes.0.as_bytes())
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -40,10 +62,12 @@ pub fn discard_unless_resuming(run_dir: &Path, resume: bool) -> Result<()> {
     Ok(())
 }
 
-/// The newest complete checkpoint of a run, if any.
-pub fn latest(run_dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(checkpoints_dir(run_dir))
-        .ok()?
+/// The complete checkpoints of a run, newest first.
+pub fn newest_first(run_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.join("state.json").exists()
@@ -52,7 +76,30 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
         })
         .collect();
     found.sort();
-    found.pop()
+    found.reverse();
+    found
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest(run_dir: &Path) -> Option<PathBuf> {
+    newest_first(run_dir).into_iter().next()
+}
+
+/// Removes the temporary folders (`.step_*.tmp<pid>`) of checkpoints a killed run was writing.
+/// Call it only while holding the run's lock: no other process writes there then.
+pub fn remove_stale_temporaries(run_dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Ok(());
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with(".step_") && n.contains(".tmp")) {
+            tracing::info!("removing {}, left by a killed run", path.display());
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The burn record format of checkpoints (and of other modules saved beside them).
@@ -78,11 +125,24 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>>(
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
     extra(&tmp)?;
+    sync_folder(&tmp).with_context(|| format!("{}: cannot sync", tmp.display()))?;
     let _ = std::fs::remove_dir_all(&final_path);
     std::fs::rename(&tmp, &final_path)
         .with_context(|| format!("{}: cannot write", final_path.display()))?;
+    crate::fsutil::sync_dir(&dir).with_context(|| format!("{}: cannot sync", dir.display()))?;
     prune(&dir, keep)?;
     Ok(final_path)
+}
+
+/// fsyncs every file of `dir` (not recursive: checkpoints are flat), then `dir` itself.
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    crate::fsutil::sync_dir(dir)
 }
 
 fn prune(dir: &Path, keep: usize) -> Result<()> {
@@ -111,6 +171,13 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
     let state: TrainState =
         serde_json::from_slice(&std::fs::read(path.join("state.json")).with_context(context)?)
             .with_context(context)?;
+    if let Some(saved) = &state.parameters {
+        anyhow::ensure!(
+            *saved == parameter_digest(&module),
+            "{}: made for another model (its parameter shapes differ from this stage's model)",
+            path.display()
+        );
+    }
     let module = module
         .load_file(path.join("model"), &recorder(), device)
         .with_context(context)?;
@@ -134,7 +201,6 @@ mod tests {
     use crate::train::optim::OptimizerConfig;
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::GradientsParams;
-    use burn::prelude::*;
 
     type B = burn::backend::Autodiff<crate::backend::Cpu>;
 
@@ -161,6 +227,7 @@ mod tests {
         let state = TrainState {
             step: 1,
             total_steps: 2,
+            parameters: Some(parameter_digest(&once)),
         };
         let path = save(&dir, &once, &optimizer, &state, 1, |_| Ok(())).unwrap();
         let straight = step(once, &mut optimizer);

@@ -6,19 +6,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn_store::ModuleSnapshot;
 use indicatif::ProgressBar;
-use serde_json::{json, Map};
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
 use super::replicas::{Collective, Rank, StoppedByPeer};
-use super::report::{progress_bar, MetricsLog};
+use super::report::{progress_bar, MetricsLog, StepRecord};
+use crate::interrupt::{self, Interrupted};
 
 /// The loss of one micro-batch: the weighted total (what is differentiated) and its named terms.
 pub struct StepLoss<B: Backend> {
@@ -90,16 +90,12 @@ pub fn step_seed(seed: u64, step: usize) -> u64 {
             .wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
-/// What the loop calls besides the loss: after every optimizer step (e.g. an EMA update), when
-/// a checkpoint is written (extra files in its folder), and at the end of every epoch. Only the
-/// main replica (rank 0) calls them.
+/// What the loop calls besides the loss: after every optimizer step (with its record, logged
+/// or not), when a checkpoint is written (extra files in its folder), and at the end of every
+/// epoch. Only the main replica (rank 0) calls them.
 pub trait Hooks<M> {
-    fn after_step(&mut self, _model: &M) -> Result<()> {
-        Ok(())
-    }
-    fn save_extra(&self, _checkpoint: &Path) -> Result<()> {
-        Ok(())
-    }
+    fn after_step(&mut self, model: &M, record: &StepRecord) -> Result<()>;
+    fn save_extra(&self, checkpoint: &Path) -> Result<()>;
     fn end_of_epoch(&mut self, model: &M, epoch: usize, metrics: &MetricsLog) -> Result<()>;
 }
 
@@ -107,6 +103,12 @@ pub trait Hooks<M> {
 struct NoHooks;
 
 impl<M> Hooks<M> for NoHooks {
+    fn after_step(&mut self, _: &M, _: &StepRecord) -> Result<()> {
+        Ok(())
+    }
+    fn save_extra(&self, _: &Path) -> Result<()> {
+        Ok(())
+    }
     fn end_of_epoch(&mut self, _: &M, _: usize, _: &MetricsLog) -> Result<()> {
         Ok(())
     }
@@ -119,26 +121,6 @@ pub struct Replica<B: AutodiffBackend, M, I> {
     pub model: M,
     pub optimizer: GroupedAdamW<B, M>,
     pub batches: I,
-}
-
-/// `initial` once per device, with the same values on each. burn initialises parameters lazily
-/// and a copy of a lazy parameter draws its own values, so every parameter is materialised first.
-fn on_each_device<B, M>(initial: M, devices: &[B::Device]) -> Vec<M>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-{
-    initial.visit(&mut Materialize);
-    devices.iter().map(|d| initial.clone().fork(d)).collect()
-}
-
-/// Reads every parameter once, which initialises the lazy ones.
-struct Materialize;
-
-impl<B: Backend> ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        param.val();
-    }
 }
 
 /// Trains from `plan.start` to the last step, one replica per device (rank 0 on this thread,
@@ -230,9 +212,16 @@ where
     for step in plan.start..total_steps {
         let step_started = Instant::now();
         B::seed(&device, step_seed(rank.seed(plan.seed), step));
-        let local = local_gradients(&model, &mut batches, accumulation, loss_of, &device);
+        // A stop request (Ctrl-C, SIGTERM) is agreed on like a failure, at a step boundary.
+        let local = match interrupt::requested() {
+            true => Err(Interrupted(None).into()),
+            false => local_gradients(&model, &mut batches, accumulation, loss_of, &device),
+        };
         if collective.any_failed(local.is_err())? {
             bar.abandon();
+            if interrupt::requested() && rank.is_main() {
+                return Err(interrupted(plan, step, &model, &optimizer, hooks)?);
+            }
             return Err(local.err().unwrap_or_else(|| StoppedByPeer { step }.into()));
         }
         let (grads, local_terms) = local?;
@@ -259,8 +248,17 @@ where
         // Rank 0's bookkeeping; a failure here is announced at the next step's agreement.
         let done = step + 1;
         let bookkeeping = (|| -> Result<()> {
-            hooks.after_step(&model)?;
             let images_per_s = plan.images_per_step as f64 / step_started.elapsed().as_secs_f64();
+            let record = StepRecord {
+                step: done,
+                epoch: done as f64 / plan.steps_per_epoch as f64,
+                losses: terms.iter().copied().collect(),
+                lr,
+                grad_norm: stats.grad_norm,
+                images_per_s,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            hooks.after_step(&model, &record)?;
             bar.set_position(done as u64);
             bar.set_prefix(format!(
                 "epoch {}/{}",
@@ -276,19 +274,6 @@ where
                     .join(" ")
             ));
             if done % plan.train.log_every == 0 || done == total_steps {
-                let mut record = Map::new();
-                record.insert("step".into(), json!(done));
-                record.insert(
-                    "epoch".into(),
-                    json!(done as f64 / plan.steps_per_epoch as f64),
-                );
-                for (k, v) in &terms {
-                    record.insert(k.to_string(), json!(v));
-                }
-                record.insert("lr".into(), json!(lr));
-                record.insert("grad_norm".into(), json!(stats.grad_norm));
-                record.insert("images_per_s".into(), json!(images_per_s));
-                record.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
                 metrics.append(&record)?;
             }
             let epoch_end = done % plan.steps_per_epoch == 0;
@@ -296,18 +281,7 @@ where
                 bar.suspend(|| hooks.end_of_epoch(&model, done / plan.steps_per_epoch, metrics))?;
             }
             if done % plan.train.checkpoint_every == 0 || epoch_end {
-                let state = TrainState {
-                    step: done,
-                    total_steps,
-                };
-                last_checkpoint = Some(checkpoint::save(
-                    &plan.run_dir,
-                    &model,
-                    &optimizer,
-                    &state,
-                    plan.train.keep_checkpoints,
-                    |dir| hooks.save_extra(dir),
-                )?);
+                last_checkpoint = Some(save(plan, done, &model, &optimizer, hooks)?);
             }
             Ok(())
         })();
@@ -322,6 +296,59 @@ where
     bar.finish();
     collective.leave()?;
     Ok(model)
+}
+
+/// Writes the checkpoint of `step` done steps (rank 0).
+fn save<B, M>(
+    plan: &Plan,
+    step: usize,
+    model: &M,
+    optimizer: &GroupedAdamW<B, M>,
+    hooks: &impl Hooks<M>,
+) -> Result<PathBuf>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ModuleSnapshot<B>,
+{
+    let state = TrainState {
+        step,
+        total_steps: plan.total_steps(),
+        parameters: Some(checkpoint::parameter_digest(model)),
+    };
+    let keep = plan.train.keep_checkpoints;
+    checkpoint::save(&plan.run_dir, model, optimizer, &state, keep, |dir| {
+        hooks.save_extra(dir)
+    })
+}
+
+/// The error of a run stopped by a signal before `step`, after checkpointing the steps done
+/// (unless the newest checkpoint already holds them).
+fn interrupted<B, M>(
+    plan: &Plan,
+    step: usize,
+    model: &M,
+    optimizer: &GroupedAdamW<B, M>,
+    hooks: &impl Hooks<M>,
+) -> Result<anyhow::Error>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ModuleSnapshot<B>,
+{
+    let saved =
+        checkpoint::latest(&plan.run_dir).filter(|p| p.ends_with(format!("step_{step:08}")));
+    let checkpoint = match (saved, step) {
+        (Some(path), _) => Some(path),
+        (None, 0) => None,
+        (None, _) => Some(save(plan, step, model, optimizer, hooks)?),
+    };
+    let at = match checkpoint {
+        Some(path) => format!(
+            "after step {step}; checkpoint {}: run the same command to resume",
+            path.display()
+        ),
+        None => "before the first step".into(),
+    };
+    Ok(Interrupted(Some(at)).into())
 }
 
 /// This replica's gradients of one optimizer step (the mean over `accumulation` micro-batches)
@@ -367,80 +394,4 @@ fn accumulate_terms<B: Backend>(
             None => terms.push((k, v / n as f64)),
         }
     }
-}
-
-/// Where training starts: per device the model and optimizer to continue, the step, and the
-/// checkpoint they came from (none for a fresh run).
-pub struct Start<B: AutodiffBackend, M> {
-    pub replicas: Vec<(M, GroupedAdamW<B, M>)>,
-    pub step: usize,
-    pub checkpoint: Option<PathBuf>,
-}
-
-impl<B: AutodiffBackend, M> Start<B, M> {
-    /// One [`Replica`] per device, each with its share of the batches from `batches(rank)`.
-    pub fn into_replicas<I>(
-        self,
-        devices: &[B::Device],
-        batches: impl Fn(Rank) -> I,
-    ) -> Vec<Replica<B, M, I>> {
-        let count = devices.len();
-        (self.replicas.into_iter().zip(devices).enumerate())
-            .map(|(index, ((model, optimizer), device))| Replica {
-                device: device.clone(),
-                model,
-                optimizer,
-                batches: batches(Rank { index, count }),
-            })
-            .collect()
-    }
-}
-
-/// Restores the model (and then the optimizer) from `resume`, or the run's latest checkpoint, and
-/// places a copy on every device. A checkpoint made for another number of steps is an error; one
-/// made on another number of devices is not.
-pub fn resume<B, M>(
-    run_dir: &Path,
-    resume: Option<PathBuf>,
-    total_steps: usize,
-    model: M,
-    make_optimizer: impl Fn(&M) -> GroupedAdamW<B, M>,
-    devices: &[B::Device],
-) -> Result<Start<B, M>>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + ModuleSnapshot<B>,
-{
-    let checkpoint = resume.or_else(|| checkpoint::latest(run_dir));
-    let (model, step) = match &checkpoint {
-        None => (model, 0),
-        Some(path) => {
-            let (model, state) = checkpoint::load(path, model, &devices[0])?;
-            anyhow::ensure!(
-                state.total_steps == total_steps,
-                "{}: made for {} steps, this configuration has {total_steps}",
-                path.display(),
-                state.total_steps
-            );
-            tracing::info!("resuming from {} (step {})", path.display(), state.step);
-            (model, state.step)
-        }
-    };
-    let replicas = on_each_device(model, devices)
-        .into_iter()
-        .zip(devices)
-        .map(|(model, device)| {
-            let optimizer = make_optimizer(&model);
-            let optimizer = match &checkpoint {
-                Some(path) => checkpoint::load_optimizer(path, optimizer, device)?,
-                None => optimizer,
-            };
-            Ok((model, optimizer))
-        })
-        .collect::<Result<_>>()?;
-    Ok(Start {
-        replicas,
-        step,
-        checkpoint,
-    })
 }

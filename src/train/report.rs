@@ -1,5 +1,6 @@
 //! What a run shows: a progress bar, `metrics.jsonl`, `loss.png` and reconstruction grids.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::data::Normalization;
@@ -29,6 +31,23 @@ pub fn progress_bar(total: usize, done: usize) -> ProgressBar {
     bar
 }
 
+/// One logged optimizer step of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epochs done, fractional.
+    pub epoch: f64,
+    /// The weighted total loss (`loss`) and each named term, means over the step's micro-batches
+    /// and replicas.
+    #[serde(flatten)]
+    pub losses: BTreeMap<&'static str, f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub images_per_s: f64,
+    pub elapsed_s: f64,
+}
+
 /// `metrics.jsonl`: one JSON object per logged step. On resume, lines past the checkpoint's
 /// step are dropped so the file reads as one uninterrupted run.
 pub struct MetricsLog {
@@ -49,12 +68,15 @@ impl MetricsLog {
         Ok(Self { path })
     }
 
-    pub fn append(&self, record: &Map<String, Value>) -> Result<()> {
+    /// Appends one record (a [`StepRecord`], or a stage's own, e.g. an evaluation) as a line.
+    pub fn append(&self, record: &impl Serialize) -> Result<()> {
+        let line = serde_json::to_string(record)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
-        writeln!(file, "{}", Value::Object(record.clone()))?;
+            .open(&self.path)
+            .with_context(|| format!("{}: cannot append", self.path.display()))?;
+        writeln!(file, "{line}")?;
         Ok(())
     }
 

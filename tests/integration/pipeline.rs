@@ -419,6 +419,89 @@ fn an_interrupted_stage_resumes_only_when_unchanged() {
     );
 }
 
+/// Ctrl-C during pretraining (48 steps): the stage stops at a step boundary with a checkpoint of the steps
+/// done, the summary says `interrupted`, the exit status is 130; a second `eesmm run` of the
+/// same directory meanwhile is refused; running again resumes and finishes.
+#[test]
+fn ctrl_c_stops_at_a_step_writes_the_summary_and_resumes() {
+    let dir = TempDir::new("pipeline-sigint");
+    let file = pipeline(&dir.0);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("limit: 128", "limit: 1536")
+        .replace("log_every: 1", "log_every: 1\n      checkpoint_every: 3");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    let run_dir = dir.0.join("run");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["run", file])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoints = run_dir.join("pretrain/checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoints.join("step_00000003/state.json").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&[file]);
+    assert_eq!(second.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        refusal.contains("in use by another eesmm process")
+            && refusal.contains(&format!("pid {}", child.id())),
+        "{refusal}"
+    );
+    let signal = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running 60 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "interrupted");
+    expect(
+        &statuses(&run_dir),
+        &[
+            ("pretrain", "interrupted"),
+            ("export", "not_run"),
+            ("verify", "not_run"),
+        ],
+    );
+    // The checkpoint holds exactly the steps logged: the stop came at a step boundary.
+    let newest = eesmm::train::checkpoint::latest(&run_dir.join("pretrain")).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("state.json")).unwrap()).unwrap();
+    let logged = metric(&run_dir.join("pretrain"), "step");
+    assert_eq!(state["step"].as_f64(), logged.last().copied());
+    assert!(logged.len() < 48, "interrupted after the last step");
+
+    let output = run(&[file]);
+    let stdout = stdout_of(&output);
+    assert!(stdout.contains("resuming"), "{stdout}");
+    expect(
+        &statuses(&run_dir),
+        &[("pretrain", "ran"), ("export", "ran"), ("verify", "ran")],
+    );
+    assert_eq!(metric(&run_dir.join("pretrain"), "step").len(), 48);
+}
+
 /// Every pipeline in `pipelines/` resolves and validates, with the dataset roots pointed at the
 /// fixtures through `EESMM_<NAME>` (ImageNet: the ImageFolder fixture as both train and val),
 /// full.yaml's training stages on two GPUs.

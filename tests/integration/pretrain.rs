@@ -71,7 +71,9 @@ fn eesmm_loss_falls_and_the_run_leaves_its_artifacts() {
     assert_eq!(report.kept_initial, vec!["mask_token".to_string()]);
 }
 
-/// A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run.
+/// A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run, also
+/// when its newest checkpoint is corrupt (it falls back to the one before) and a checkpoint
+/// folder was half-written. While it runs, a second run of the same directory is refused.
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
     let dir = TempDir::new("resume");
@@ -86,27 +88,55 @@ fn a_killed_run_resumes_to_the_same_weights() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .spawn()
         .unwrap();
-    let first_checkpoint = dir
-        .0
-        .join("interrupted/checkpoints/step_00000003/state.json");
+    let checkpoints = dir.0.join("interrupted/checkpoints");
+    let second_checkpoint = checkpoints.join("step_00000006/state.json");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !first_checkpoint.exists() {
+    while !second_checkpoint.exists() {
         assert!(Instant::now() < deadline, "no checkpoint after 120 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let second_run = eesmm(&["pretrain", "--config", interrupted.to_str().unwrap()]);
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_eq!(second_run.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&second_run.stderr);
+    assert!(
+        refusal.contains("in use by another eesmm process")
+            && refusal.contains(&format!("pid {}", child.id())),
+        "{refusal}"
+    );
     assert!(
         !dir.0.join("interrupted/encoder.safetensors").exists(),
         "killed before the end"
     );
+
+    // The newest checkpoint loses half its weights file; a killed write left a temporary folder.
+    let newest = eesmm::train::checkpoint::latest(&dir.0.join("interrupted")).unwrap();
+    let weights = newest.join("model.mpk");
+    let length = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    let stale = checkpoints.join(".step_00000009.tmp99999");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("state.json"), "{").unwrap();
+
     let resumed = eesmm(&["pretrain", "--config", interrupted.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
     assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
+        stderr.contains(&format!("{}: not a usable checkpoint", newest.display()))
+            && stderr.contains("trying the one before")
+            && stderr.contains("resuming from"),
+        "{stderr}"
     );
-    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
+    assert!(
+        !stale.exists(),
+        "the stale temporary folder was not removed"
+    );
 
     let a = std::fs::read(dir.0.join("straight/encoder.safetensors")).unwrap();
     let b = std::fs::read(dir.0.join("interrupted/encoder.safetensors")).unwrap();
@@ -114,6 +144,40 @@ fn a_killed_run_resumes_to_the_same_weights() {
     assert_eq!(
         losses(&dir.0.join("straight")),
         losses(&dir.0.join("interrupted"))
+    );
+}
+
+/// `--resume` from a checkpoint of another architecture is refused before loading, by name.
+#[test]
+fn resuming_from_another_models_checkpoint_is_refused() {
+    let dir = TempDir::new("resume-other");
+    let micro = stage(&dir.0, "micro", 96, 1, "");
+    assert!(eesmm(&["pretrain", "--config", micro.to_str().unwrap()])
+        .status
+        .success());
+    let checkpoint = eesmm::train::checkpoint::latest(&dir.0.join("micro")).unwrap();
+    // The same preset with wider embeddings.
+    let wider = dir.0.join("wider.yaml");
+    let preset = std::fs::read_to_string("models/swin-micro-28.yaml").unwrap();
+    std::fs::write(&wider, preset.replace("embed_dim: 48", "embed_dim: 24")).unwrap();
+    let other = stage(&dir.0, "other", 96, 1, "");
+    let text = std::fs::read_to_string(&other).unwrap().replace(
+        "model: models/swin-micro-28.yaml",
+        &format!("model: {}", wider.display()),
+    );
+    std::fs::write(&other, text).unwrap();
+    let output = eesmm(&[
+        "pretrain",
+        "--config",
+        other.to_str().unwrap(),
+        "--resume",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}: made for another model", checkpoint.display())),
+        "{stderr}"
     );
 }
 
