@@ -137,35 +137,26 @@ where
         devices,
     )?;
     plan.start = start.step;
-    let ema = match (ema_decay, &start.checkpoint) {
-        (None, _) => None,
-        (Some(decay), Some(path)) => {
-            let weights = start.replicas[0].0.valid();
-            let weights = weights
-                .load_file(path.join("ema"), &checkpoint::recorder(), device)
-                .with_context(|| format!("{}: no usable EMA weights", path.display()))?;
-            Some(Ema { weights, decay })
-        }
-        (Some(decay), None) => Some(Ema {
-            weights: start.replicas[0].0.valid(),
-            decay,
-        }),
+    let ema = match ema_decay {
+        Some(decay) => Some(restore_ema(decay, &start, device)?),
+        None => None,
     };
     let micro_steps = plan.start * accumulation..plan.total_steps() * accumulation;
-    let replicas = (start.replicas.into_iter().zip(devices).enumerate())
+    let replicas = start.replicas.into_iter().zip(devices).enumerate();
+    let replicas = replicas
         .map(|(index, ((model, optimizer), device))| {
             let rank = Rank {
                 index,
                 count: devices.len(),
             };
             let mut sampler = task.sampler(slices.clone(), rank)?;
+            let batches =
+                Prefetcher::new(micro_steps.clone(), 3, move |micro| sampler.prepare(micro));
             Ok(Replica {
                 device: device.clone(),
                 model,
                 optimizer,
-                batches: Prefetcher::new(micro_steps.clone(), 3, move |micro| {
-                    sampler.prepare(micro)
-                }),
+                batches,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -194,6 +185,26 @@ where
         model,
         ema: hooks.ema.map(|ema| ema.weights),
     })
+}
+
+/// The EMA weights of the checkpoint training starts from, or the starting weights themselves.
+fn restore_ema<B, M>(
+    decay: f64,
+    start: &Start<B, M>,
+    device: &B::Device,
+) -> Result<Ema<Weights<B, M>>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let weights = start.replicas[0].0.valid();
+    let weights = match &start.checkpoint {
+        Some(path) => weights
+            .load_file(path.join("ema"), &checkpoint::recorder(), device)
+            .with_context(|| format!("{}: no usable EMA weights", path.display()))?,
+        None => weights,
+    };
+    Ok(Ema { weights, decay })
 }
 
 /// Rank 0's hooks of a run: the EMA, `loss.png`, then the task's own end of epoch.
