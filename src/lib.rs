@@ -12,6 +12,7 @@ pub mod finetune;
 pub mod fsutil;
 pub mod hash;
 pub mod kernels;
+pub mod limits;
 pub mod model;
 pub mod npy;
 pub mod onnx;
