@@ -193,12 +193,15 @@ impl DataConfig {
             DatasetKind::FashionMnist => fashion_mnist::load(&self.root, self.split)?,
             DatasetKind::Cifar10 => cifar::load_cifar10(&self.root, self.split)?,
             DatasetKind::Cifar100 => cifar::load_cifar100(&self.root, self.split)?,
-            DatasetKind::ImageFolder => {
-                folder(image_folder::scan_labelled(&self.root, self.on_bad_image)?)
-            }
+            DatasetKind::ImageFolder => folder(image_folder::scan_labelled(
+                &self.root,
+                self.on_bad_image,
+                &resize,
+            )?),
             DatasetKind::UnlabelledFolder => folder(image_folder::scan_unlabelled(
                 &self.root,
                 self.on_bad_image,
+                &resize,
             )?),
         };
         Ok(dataset.truncated(self.limit))
