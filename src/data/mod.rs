@@ -175,6 +175,15 @@ pub enum Split {
 }
 
 impl DataConfig {
+    /// The settings that can be checked without reading the data; `key` is where this config
+    /// is in the YAML (`data`, `eval_data`).
+    pub fn validate(&self, key: &str) -> anyhow::Result<()> {
+        match &self.augment {
+            Some(augment) => augment.validate(&format!("{key}.augment")),
+            None => Ok(()),
+        }
+    }
+
     /// Loads the dataset; folder images will be read with `resize`.
     pub fn load(&self, resize: Resize) -> anyhow::Result<Dataset> {
         let folder = |listing: image_folder::FolderListing| Dataset {
