@@ -87,6 +87,31 @@ impl Resize {
             interpolation: Interpolation::Bicubic,
         }
     }
+
+    /// The size the image is resized to before the crop, refused when smaller than the crop or
+    /// past [`limits::MAX_RESIZED_PIXELS`] (an extreme aspect ratio).
+    pub fn target(&self, w: u64, h: u64) -> Result<(u32, u32)> {
+        ensure!(w > 0 && h > 0, "empty image");
+        let short = self.shorter_side as u64;
+        // torchvision's Resize(int): the longer side is truncated.
+        let (long, shorter) = (w.max(h), w.min(h));
+        let long = short
+            .checked_mul(long)
+            .map(|l| l / shorter)
+            .context("the resize overflows")?;
+        let (nw, nh) = if w <= h { (short, long) } else { (long, short) };
+        let s = self.crop as u64;
+        ensure!(
+            nw >= s && nh >= s,
+            "resized to {nw}x{nh}, smaller than the {s}x{s} crop"
+        );
+        ensure!(
+            nw.saturating_mul(nh) <= limits::MAX_RESIZED_PIXELS,
+            "a {w}x{h} image resized to {nw}x{nh} is more than the {} pixels allowed",
+            limits::MAX_RESIZED_PIXELS
+        );
+        Ok((nw as u32, nh as u32))
+    }
 }
 
 /// Opens an image file for decoding, the format read from its content, with the decoder's
@@ -148,33 +173,6 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let last_scan = bytes.windows(2).rposition(|m| m == [0xFF, 0xDA]);
     last_scan.is_some_and(|at| bytes[at..].windows(2).any(|m| m == [0xFF, 0xD9]))
-}
-
-impl Resize {
-    /// The size the image is resized to before the crop, refused when smaller than the crop or
-    /// past [`limits::MAX_RESIZED_PIXELS`] (an extreme aspect ratio).
-    pub fn target(&self, w: u64, h: u64) -> Result<(u32, u32)> {
-        ensure!(w > 0 && h > 0, "empty image");
-        let short = self.shorter_side as u64;
-        // torchvision's Resize(int): the longer side is truncated.
-        let (long, shorter) = (w.max(h), w.min(h));
-        let long = short
-            .checked_mul(long)
-            .map(|l| l / shorter)
-            .context("the resize overflows")?;
-        let (nw, nh) = if w <= h { (short, long) } else { (long, short) };
-        let s = self.crop as u64;
-        ensure!(
-            nw >= s && nh >= s,
-            "resized to {nw}x{nh}, smaller than the {s}x{s} crop"
-        );
-        ensure!(
-            nw.saturating_mul(nh) <= limits::MAX_RESIZED_PIXELS,
-            "a {w}x{h} image resized to {nw}x{nh} is more than the {} pixels allowed",
-            limits::MAX_RESIZED_PIXELS
-        );
-        Ok((nw as u32, nh as u32))
-    }
 }
 
 /// The shorter side resized to `resize.shorter_side`, then the center crop, as RGB bytes.
