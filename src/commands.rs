@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -119,16 +119,17 @@ pub fn read_images<B: Backend>(
 ) -> Result<Tensor<B, 4>> {
     let array = npy::read(path)?;
     let expected = [config.in_chans, config.img_size, config.img_size];
-    ensure!(
-        array.shape.len() == 4 && array.shape[1..] == expected,
-        "{}: shape {:?} is not [N, {}, {}, {}] (in_chans, img_size, img_size of the model)",
-        path.display(),
-        array.shape,
-        expected[0],
-        expected[1],
-        expected[2]
-    );
-    let shape: [usize; 4] = array.shape.clone().try_into().unwrap();
+    let shape = match array.shape[..] {
+        [n, c, h, w] if [c, h, w] == expected => [n, c, h, w],
+        _ => bail!(
+            "{}: shape {:?} is not [N, {}, {}, {}] (in_chans, img_size, img_size of the model)",
+            path.display(),
+            array.shape,
+            expected[0],
+            expected[1],
+            expected[2]
+        ),
+    };
     Ok(Tensor::from_data(
         TensorData::new(array.data, shape),
         device,

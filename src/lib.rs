@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod interrupt;
 pub mod kernels;
+pub mod limits;
 pub mod lock;
 pub mod model;
 pub mod npy;

@@ -22,76 +22,97 @@ pub fn read(path: &Path) -> Result<NpyArray> {
 }
 
 fn parse(bytes: &[u8]) -> Result<NpyArray> {
-    ensure!(
-        bytes.len() >= 10 && &bytes[..6] == MAGIC,
-        "missing the \\x93NUMPY magic"
-    );
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            ensure!(bytes.len() >= 12, "truncated header");
-            (u32::from_le_bytes(bytes[8..12].try_into()?) as usize, 12)
-        }
-        v => bail!("unsupported .npy version {v}"),
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .context("missing the \\x93NUMPY magic")?;
+    let (header_len, rest) = match rest {
+        [1, _, a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]) as usize, rest),
+        [2 | 3, _, a, b, c, d, rest @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) as usize, rest),
+        [v, ..] if !(1..=3).contains(v) => bail!("unsupported .npy version {v}"),
+        _ => bail!("truncated header"),
     };
-    ensure!(bytes.len() >= start + header_len, "truncated header");
-    let header = std::str::from_utf8(&bytes[start..start + header_len])?;
-    let field = |name: &str| -> Result<&str> {
-        let at = header
-            .find(&format!("'{name}'"))
-            .with_context(|| format!("header has no '{name}'"))?;
-        Ok(header[at + name.len() + 3..].trim_start())
-    };
-    let descr = field("descr")?;
+    let (header, body) = rest
+        .split_at_checked(header_len)
+        .with_context(|| format!("truncated header ({header_len} bytes announced)"))?;
+    let header = std::str::from_utf8(header).context("the header is not UTF-8")?;
+    let descr = header_field(header, "descr")?;
     let dtype = descr.get(1..4).unwrap_or_default();
     let width = match dtype {
         "<f4" | "<i4" => 4,
         "<f8" | "<i8" => 8,
         _ => bail!(
             "dtype {} is not little-endian float32/float64/int32/int64",
-            &descr[..descr.find(',').unwrap_or(descr.len())]
+            descr.split(',').next().unwrap_or_default()
         ),
     };
     ensure!(
-        field("fortran_order")?.starts_with("False"),
+        header_field(header, "fortran_order")?.starts_with("False"),
         "Fortran-order arrays are not supported"
     );
-    let shape_text = field("shape")?;
-    let shape_text = &shape_text[1..shape_text.find(')').context("malformed shape")?];
-    let shape: Vec<usize> = shape_text
+    let shape = parse_shape(header_field(header, "shape")?)?;
+    let count = crate::limits::element_count(&shape, crate::limits::MAX_ELEMENTS, "shape")?;
+    let needed = count * width;
+    ensure!(
+        body.len() == needed,
+        "shape {shape:?} needs {needed} data bytes, the file has {}",
+        body.len()
+    );
+    let data = match dtype {
+        "<f4" => body
+            .as_chunks()
+            .0
+            .iter()
+            .map(|b| f32::from_le_bytes(*b))
+            .collect(),
+        "<i4" => body
+            .as_chunks()
+            .0
+            .iter()
+            .map(|b| i32::from_le_bytes(*b) as f32)
+            .collect(),
+        "<f8" => body
+            .as_chunks()
+            .0
+            .iter()
+            .map(|b| f64::from_le_bytes(*b) as f32)
+            .collect(),
+        _ => body
+            .as_chunks()
+            .0
+            .iter()
+            .map(|b| i64::from_le_bytes(*b) as f32)
+            .collect(),
+    };
+    Ok(NpyArray { shape, data })
+}
+
+/// The text after `'name':` in a header dict.
+fn header_field<'a>(header: &'a str, name: &str) -> Result<&'a str> {
+    let key = format!("'{name}'");
+    let (_, after) = header
+        .split_once(&key)
+        .with_context(|| format!("header has no '{name}'"))?;
+    let value = after
+        .trim_start()
+        .strip_prefix(':')
+        .with_context(|| format!("header: no ':' after '{name}'"))?;
+    Ok(value.trim_start())
+}
+
+/// `(2, 3, 4)` or `(5,)` or `()`.
+fn parse_shape(text: &str) -> Result<Vec<usize>> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.split_once(')'))
+        .map(|(inner, _)| inner)
+        .with_context(|| format!("header: malformed shape {text:?}"))?;
+    inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>())
         .collect::<Result<_, _>>()
-        .context("malformed shape")?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[start + header_len..];
-    ensure!(
-        body.len() == count * width,
-        "shape {shape:?} needs {} data bytes, the file has {}",
-        count * width,
-        body.len()
-    );
-    let data = match dtype {
-        "<f4" => body
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        "<i4" => body
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
-        "<f8" => body
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
-        _ => body
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
-    };
-    Ok(NpyArray { shape, data })
+        .with_context(|| format!("header: malformed shape ({inner})"))
 }
 
 /// Writes a float32 C-order array, atomically (temp file + rename).
@@ -171,5 +192,46 @@ mod tests {
         truncated.extend_from_slice(header.as_bytes());
         truncated.extend_from_slice(&[0; 4]);
         assert!(format!("{:#}", parse(&truncated).unwrap_err()).contains("needs 8 data bytes"));
+    }
+
+    fn with_header(header: &str) -> Vec<u8> {
+        let mut bytes = Vec::from(MAGIC);
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes
+    }
+
+    fn error_of(bytes: &[u8]) -> String {
+        format!("{:#}", parse(bytes).unwrap_err())
+    }
+
+    /// Headers that used to panic (slicing, a wrapped element count) are errors naming the field.
+    #[test]
+    fn malformed_headers_are_errors() {
+        let huge = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
+        assert_eq!(
+            error_of(&with_header(huge)),
+            "shape: the dimensions [4294967296, 4294967296] overflow"
+        );
+        let empty_shape = "{'descr': '<f4', 'fortran_order': False, 'shape': )(, }";
+        assert!(error_of(&with_header(empty_shape)).starts_with("header: malformed shape"));
+        assert_eq!(
+            error_of(&with_header("{'descr'")),
+            "header: no ':' after 'descr'"
+        );
+        assert_eq!(error_of(&MAGIC[..4]), "missing the \\x93NUMPY magic");
+        assert_eq!(
+            error_of(&[MAGIC, &[1, 0, 200]].concat()),
+            "truncated header"
+        );
+        assert_eq!(
+            error_of(&[MAGIC, &[1, 0, 200, 0]].concat()),
+            "truncated header (200 bytes announced)"
+        );
+        assert_eq!(
+            error_of(&[MAGIC, &[9, 0]].concat()),
+            "unsupported .npy version 9"
+        );
     }
 }

@@ -6,10 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use image::ImageReader;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// What to do with a file that is not a readable image.
+use super::preprocess::{self, Resize};
+use crate::fsutil::Walk;
+
+/// What to do with a file that is not a readable image (bad header, too large, truncated, or
+/// failing to decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BadImagePolicy {
@@ -30,79 +34,75 @@ pub struct FolderListing {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Every file below `dir`, sorted, at any depth.
-fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))?
-        {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+/// The files below `dir` that may be images: regular files (see [`Walk`]), hidden ones left out.
+fn images_below(walk: &mut Walk, dir: &Path) -> Result<impl Iterator<Item = PathBuf>> {
+    Ok(walk.files_below(dir)?.into_iter().filter(|path| {
+        !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    }))
 }
 
-/// Reads the header of an image, telling the format by content.
-fn probe(path: &Path) -> Result<()> {
-    ImageReader::open(path)?
-        .with_guessed_format()?
-        .into_dimensions()?;
-    Ok(())
+/// Whether `path` is an image eesmm can use: under [`BadImagePolicy::Fail`] its header is read
+/// (size limits included) and decoding errors come when it is read, naming it; under
+/// [`BadImagePolicy::Skip`] it is decoded and resized now, so that training never meets a bad one.
+fn check(path: &Path, policy: BadImagePolicy, resize: &Resize) -> Result<()> {
+    match policy {
+        BadImagePolicy::Fail => preprocess::probe(path, resize),
+        BadImagePolicy::Skip => preprocess::load(path, resize).map(|_| ()),
+    }
 }
 
-fn keep_readable(
-    files: Vec<(PathBuf, usize)>,
-    policy: BadImagePolicy,
-    skipped: &mut Vec<(PathBuf, String)>,
-) -> Result<Vec<(PathBuf, usize)>> {
-    let mut kept = Vec::with_capacity(files.len());
-    for (path, label) in files {
-        match probe(&path) {
-            Ok(()) => kept.push((path, label)),
-            Err(e) if policy == BadImagePolicy::Skip => skipped.push((path, format!("{e:#}"))),
-            Err(e) => bail!("{}: not a readable image ({e:#}); set data.on_bad_image: skip to leave such files out", path.display()),
-        }
-    }
-    if !skipped.is_empty() {
-        tracing::warn!(
-            "skipped {} unreadable files, e.g. {}",
-            skipped.len(),
-            skipped[0].0.display()
-        );
-    }
-    Ok(kept)
-}
-
+/// The files that pass [`check`] (in parallel), with their labels; the others fail the listing
+/// or, under [`BadImagePolicy::Skip`], are counted, reported and left out.
 fn listing(
     files: Vec<(PathBuf, usize)>,
     class_names: Vec<String>,
     policy: BadImagePolicy,
+    resize: &Resize,
 ) -> Result<FolderListing> {
-    let mut skipped = Vec::new();
-    let (files, labels) = keep_readable(files, policy, &mut skipped)?
-        .into_iter()
-        .unzip();
-    Ok(FolderListing {
-        files,
-        labels,
+    let checked: Vec<_> = files
+        .into_par_iter()
+        .map(|(path, label)| {
+            let result = check(&path, policy, resize);
+            (path, label, result)
+        })
+        .collect();
+    let mut listing = FolderListing {
+        files: Vec::with_capacity(checked.len()),
+        labels: Vec::with_capacity(checked.len()),
         class_names,
-        skipped,
-    })
+        skipped: Vec::new(),
+    };
+    for (path, label, result) in checked {
+        match result {
+            Ok(()) => {
+                listing.files.push(path);
+                listing.labels.push(label);
+            }
+            Err(e) if policy == BadImagePolicy::Skip => {
+                listing.skipped.push((path, format!("{e:#}")))
+            }
+            Err(e) => bail!("{}: not a readable image ({e:#}); set data.on_bad_image: skip to leave such files out", path.display()),
+        }
+    }
+    if let Some((first, why)) = listing.skipped.first() {
+        tracing::warn!(
+            "skipped {} unreadable files, e.g. {} ({why})",
+            listing.skipped.len(),
+            first.display()
+        );
+    }
+    Ok(listing)
 }
 
 /// `root/<class>/...`: one class per sub-folder, in sorted order (torchvision's ImageFolder).
-pub fn scan_labelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListing> {
+/// Images are checked for reading with `resize` (see [`BadImagePolicy`]).
+pub fn scan_labelled(
+    root: &Path,
+    policy: BadImagePolicy,
+    resize: &Resize,
+) -> Result<FolderListing> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| {
             format!(
@@ -120,10 +120,12 @@ pub fn scan_labelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListin
             root.display()
         );
     }
+    let mut walk = Walk::default();
     let mut files = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        files.extend(files_below(class)?.into_iter().map(|f| (f, label)));
+        files.extend(images_below(&mut walk, class)?.map(|f| (f, label)));
     }
+    walk.report();
     let names = classes
         .iter()
         .map(|c| {
@@ -133,11 +135,17 @@ pub fn scan_labelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListin
                 .into_owned()
         })
         .collect();
-    listing(files, names, policy)
+    listing(files, names, policy, resize)
 }
 
 /// Every image below `root`, at any depth, without labels.
-pub fn scan_unlabelled(root: &Path, policy: BadImagePolicy) -> Result<FolderListing> {
-    let files = files_below(root)?.into_iter().map(|f| (f, 0)).collect();
-    listing(files, vec!["image".into()], policy)
+pub fn scan_unlabelled(
+    root: &Path,
+    policy: BadImagePolicy,
+    resize: &Resize,
+) -> Result<FolderListing> {
+    let mut walk = Walk::default();
+    let files = images_below(&mut walk, root)?.map(|f| (f, 0)).collect();
+    walk.report();
+    listing(files, vec!["image".into()], policy, resize)
 }

@@ -52,6 +52,22 @@ fn default_ratio() -> [f32; 2] {
 }
 
 impl CropAugment {
+    /// `scale` a range within (0, 1] and `ratio` a range of positive ratios, each `[min, max]`
+    /// with min ≤ max; `key` is where the augmentation is in the YAML (`data.augment`).
+    pub fn validate(&self, key: &str) -> anyhow::Result<()> {
+        let [min, max] = self.scale;
+        anyhow::ensure!(
+            min > 0.0 && min <= max && max <= 1.0,
+            "{key}.scale: [{min}, {max}] is not a range [min, max] with 0 < min ≤ max ≤ 1 (shares of the image area)"
+        );
+        let [min, max] = self.ratio;
+        anyhow::ensure!(
+            min > 0.0 && min <= max && max.is_finite(),
+            "{key}.ratio: [{min}, {max}] is not a range [min, max] with 0 < min ≤ max (aspect ratios w/h)"
+        );
+        Ok(())
+    }
+
     /// A random crop of `image` (10 tries at a fitting box, else the whole image), maybe mirrored.
     pub fn apply(&self, rng: &mut impl Rng, image: &RawImage) -> RawImage {
         let (h, w) = (image.height as f32, image.width as f32);

@@ -175,6 +175,15 @@ pub enum Split {
 }
 
 impl DataConfig {
+    /// The settings that can be checked without reading the data; `key` is where this config
+    /// is in the YAML (`data`, `eval_data`).
+    pub fn validate(&self, key: &str) -> anyhow::Result<()> {
+        match &self.augment {
+            Some(augment) => augment.validate(&format!("{key}.augment")),
+            None => Ok(()),
+        }
+    }
+
     /// Loads the dataset; folder images will be read with `resize`.
     pub fn load(&self, resize: Resize) -> anyhow::Result<Dataset> {
         let folder = |listing: image_folder::FolderListing| Dataset {
@@ -193,12 +202,15 @@ impl DataConfig {
             DatasetKind::FashionMnist => fashion_mnist::load(&self.root, self.split)?,
             DatasetKind::Cifar10 => cifar::load_cifar10(&self.root, self.split)?,
             DatasetKind::Cifar100 => cifar::load_cifar100(&self.root, self.split)?,
-            DatasetKind::ImageFolder => {
-                folder(image_folder::scan_labelled(&self.root, self.on_bad_image)?)
-            }
+            DatasetKind::ImageFolder => folder(image_folder::scan_labelled(
+                &self.root,
+                self.on_bad_image,
+                &resize,
+            )?),
             DatasetKind::UnlabelledFolder => folder(image_folder::scan_unlabelled(
                 &self.root,
                 self.on_bad_image,
+                &resize,
             )?),
         };
         Ok(dataset.truncated(self.limit))

@@ -68,11 +68,20 @@ impl FinetuneConfig {
     /// The settings, without looking for files (in a pipeline an earlier stage may write them).
     pub fn validate_settings(&self) -> Result<()> {
         self.model_config(1)?;
+        self.data.validate("data")?;
+        if let Some(eval_data) = &self.eval_data {
+            eval_data.validate("eval_data")?;
+        }
         self.devices()?;
         self.train.validate()?;
         ensure!(
             self.optimizer.base_lr > 0.0,
             "optimizer.base_lr: must be positive"
+        );
+        let warmup = self.optimizer.warmup_epochs;
+        ensure!(
+            warmup.is_finite() && warmup >= 0.0,
+            "optimizer.warmup_epochs: {warmup} is not a finite number of epochs ≥ 0"
         );
         if let Some(decay) = self.optimizer.layer_decay {
             ensure!(

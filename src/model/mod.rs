@@ -1,9 +1,11 @@
 //! The Swin Transformer encoder: configuration, network, checkpoint import
-//! (`weights.rs`, and `load.rs` for a model with its weights) and a summary.
+//! (`weights.rs`, its `.pth` pickle bounded by `pickle_scan.rs`, and `load.rs` for a model with
+//! its weights) and a summary.
 
 pub mod config;
 pub mod info;
 pub mod load;
+pub mod pickle_scan;
 pub mod saved;
 pub mod swin;
 pub mod weights;

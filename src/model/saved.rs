@@ -65,9 +65,37 @@ impl SavedModel {
         }
         let text =
             std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let saved = serde_json::from_slice(&text)
+        let saved: Self = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not an eesmm model description", path.display()))?;
+        saved
+            .validate()
+            .with_context(|| format!("{}: not a usable eesmm model description", path.display()))?;
         Ok(Some(saved))
+    }
+
+    /// An edited sidecar must still describe a network that builds and a normalisation that
+    /// divides by positive values; errors name the key.
+    fn validate(&self) -> Result<()> {
+        self.model
+            .validate()
+            .map_err(|e| anyhow::anyhow!("model.{e}"))?;
+        let Normalization { mean, std } = &self.normalization;
+        anyhow::ensure!(
+            !mean.is_empty()
+                && mean.len() == std.len()
+                && mean.iter().chain(std).all(|v| v.is_finite())
+                && std.iter().all(|&v| v > 0.0),
+            "normalization: mean {mean:?} and std {std:?} must be finite, one per channel, std > 0"
+        );
+        if let Some(resize) = &self.resize {
+            anyhow::ensure!(
+                resize.crop > 0 && resize.shorter_side >= resize.crop,
+                "resize: shorter_side {} and crop {} must satisfy 0 < crop <= shorter_side",
+                resize.shorter_side,
+                resize.crop
+            );
+        }
+        Ok(())
     }
 
     /// Writes `weights` (timm keys; the mask token left out) and its sidecar, each atomically.
@@ -106,4 +134,57 @@ fn timm_safetensors<B: Backend>(model: &Swin<B>) -> Result<Vec<u8>> {
         })
         .collect::<Result<_>>()?;
     Ok(safetensors::serialize(views, None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An edited sidecar is refused naming the key, before anything builds from it.
+    #[test]
+    fn edited_sidecars_are_refused_naming_the_key() {
+        let dir = std::env::temp_dir().join(format!("eesmm-sidecar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights = dir.join("m.safetensors");
+        let config = SwinConfig::load(Path::new("models/swin-micro-28.yaml")).unwrap();
+        let normalization = Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        };
+        let saved = SavedModel::new(config, normalization, vec![], Resize::native(28));
+        let write = |value: &serde_json::Value| {
+            std::fs::write(sidecar_path(&weights), value.to_string()).unwrap();
+        };
+        let good = serde_json::to_value(&saved).unwrap();
+        write(&good);
+        assert_eq!(SavedModel::read_beside(&weights).unwrap(), Some(saved));
+        for (pointer, value, expected) in [
+            (
+                "/model/num_heads",
+                serde_json::json!([5, 6]),
+                "model.num_heads: stage 0: 5 heads do not divide the width 48",
+            ),
+            (
+                "/normalization/std",
+                serde_json::json!([]),
+                "normalization: mean [0.5] and std [] must be finite",
+            ),
+            (
+                "/resize/crop",
+                serde_json::json!(0),
+                "resize: shorter_side 28 and crop 0 must satisfy",
+            ),
+        ] {
+            let mut edited = good.clone();
+            *edited.pointer_mut(pointer).unwrap() = value;
+            write(&edited);
+            let message = format!("{:#}", SavedModel::read_beside(&weights).unwrap_err());
+            assert!(
+                message.contains("m.json: not a usable eesmm model description: ")
+                    && message.contains(expected),
+                "{message}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

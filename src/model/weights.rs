@@ -20,7 +20,9 @@ use burn::tensor::DType;
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot};
 
 use super::config::SwinConfig;
+use super::pickle_scan;
 use super::swin::Swin;
+use crate::limits;
 
 /// Parameter name → float32 tensor, in PyTorch's layout.
 pub type StateDict = BTreeMap<String, TensorData>;
@@ -41,12 +43,15 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
 }
 
 fn looks_like_safetensors(bytes: &[u8]) -> bool {
-    bytes.len() > 9 && {
-        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-        header < bytes.len() as u64 && bytes[8] == b'{'
+    match bytes.split_first_chunk::<8>() {
+        Some((header, [b'{', ..])) => u64::from_le_bytes(*header) < bytes.len() as u64,
+        _ => false,
     }
 }
 
+/// Float tensors are converted to float32; integer ones keep their type (buffers such as
+/// `relative_position_index`, dropped later, or a parameter of the wrong type, refused by
+/// [`load_weights`] naming it).
 fn read_safetensors(bytes: &[u8]) -> Result<StateDict> {
     use safetensors::Dtype;
     let file = safetensors::SafeTensors::deserialize(bytes)?;
@@ -57,26 +62,39 @@ fn read_safetensors(bytes: &[u8]) -> Result<StateDict> {
             Dtype::F16 => DType::F16,
             Dtype::BF16 => DType::BF16,
             Dtype::F64 => DType::F64,
-            _ => continue, // integer buffers (e.g. relative_position_index) are rebuilt
+            Dtype::I64 => DType::I64,
+            Dtype::I32 => DType::I32,
+            Dtype::I16 => DType::I16,
+            Dtype::I8 => DType::I8,
+            Dtype::U8 => DType::U8,
+            other => bail!("{name}: dtype {other:?} is not supported (float or integer tensors)"),
         };
+        limits::element_count(view.shape(), limits::MAX_ELEMENTS, &name)?;
         let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
-        dict.insert(name, data.convert::<f32>());
+        dict.insert(name, as_f32_if_float(data));
     }
     Ok(dict)
 }
 
+fn as_f32_if_float(data: TensorData) -> TensorData {
+    if data.dtype.is_float() {
+        data.convert::<f32>()
+    } else {
+        data
+    }
+}
+
 fn read_pytorch(path: &Path) -> Result<StateDict> {
+    pickle_scan::check_pytorch_file(path)?;
     let reader =
         burn_store::pytorch::PytorchReader::new(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut dict = StateDict::new();
     for (name, snapshot) in reader.into_tensors() {
-        if !snapshot.dtype.is_float() {
-            continue;
-        }
+        limits::element_count(&snapshot.shape, limits::MAX_ELEMENTS, &name)?;
         let data = snapshot
             .to_data()
             .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
-        dict.insert(name, data.convert::<f32>());
+        dict.insert(name, as_f32_if_float(data));
     }
     Ok(dict)
 }
@@ -141,14 +159,19 @@ pub fn to_timm_layout(
         else {
             continue;
         };
-        let [rows, heads] = table.shape.dims::<2>();
+        let (&[rows, heads], Ok(values)) = (table.shape.as_slice(), table.to_vec::<f32>()) else {
+            bail!(
+                "{key}: a {:?} table of shape {:?}, expected float [(2·window-1)², heads]",
+                table.dtype,
+                table.shape.as_slice()
+            );
+        };
         let new_side = 2 * stage.window - 1;
         if rows != new_side * new_side {
             let side = (rows as f64).sqrt().round() as usize;
             if side * side != rows {
                 bail!("{key}: {rows} rows is not a square table");
             }
-            let values = table.to_vec::<f32>().expect("float32 table");
             *table = TensorData::new(
                 resize.apply(&values, side, heads, new_side),
                 [new_side * new_side, heads],
@@ -332,7 +355,8 @@ fn burn_path(key: &str) -> Vec<String> {
 
 /// Number of classes of the checkpoint's classifier head, if it has one.
 pub fn head_classes(dict: &StateDict) -> Option<usize> {
-    dict.get("head.fc.weight").map(|w| w.shape.dims::<2>()[0])
+    dict.get("head.fc.weight")
+        .and_then(|w| w.shape.as_slice().first().copied())
 }
 
 /// Loads a timm-layout state dict into `model`. Fails naming every key that is missing (other
@@ -346,6 +370,18 @@ pub fn load_weights<B: Backend>(
     let (dict, ignored): (StateDict, StateDict) = dict
         .into_iter()
         .partition(|(k, _)| !(k.starts_with("decoder.") || (!has_head && k.starts_with("head."))));
+    let wrong_type: Vec<String> = dict
+        .iter()
+        .filter(|(_, data)| !data.dtype.is_float())
+        .map(|(k, data)| format!("{k}: stored as {:?}, not a floating-point type", data.dtype))
+        .collect();
+    if !wrong_type.is_empty() {
+        bail!(
+            "the weights do not fit this model ({} of the wrong type):\n  {}",
+            wrong_type.len(),
+            wrong_type.join("\n  ")
+        );
+    }
     let snapshots = dict
         .into_iter()
         .map(|(key, data)| TensorSnapshot::from_data(data, burn_path(&key), vec![], ParamId::new()))

@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::data::preprocess::{ImageFormat, Interpolation, Resize};
 use crate::data::{Normalization, IMAGENET_NORMALIZATION};
+use crate::limits;
 use crate::model::SwinConfig;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +118,7 @@ impl ModelCard {
                 .cloned()
                 .with_context(|| format!("the model has no `{key}` in its metadata"))
         };
-        Ok(Self {
+        let card = Self {
             image_size: get(props, "image_size")?,
             in_chans: get(props, "in_chans")?,
             resize_shorter_side: get(props, "resize_shorter_side")?,
@@ -130,10 +131,117 @@ impl ModelCard {
             source_checkpoint: text("source_checkpoint")?,
             source_checkpoint_sha256: text("source_checkpoint_sha256")?,
             eesmm_version: text("eesmm_version")?,
-        })
+        };
+        card.validate()?;
+        Ok(card)
+    }
+
+    /// Values an edited card could hold that would make preprocessing divide by zero, allocate
+    /// without bound or disagree with the graph; errors name the key and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        self.model_config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("metadata `model_config`: {e}"))?;
+        let side = self.image_size as u64;
+        ensure!(
+            side > 0 && side * side <= limits::MAX_RESIZED_PIXELS,
+            "metadata `image_size`: {side} is not in [1, {}]",
+            limits::MAX_RESIZED_PIXELS.isqrt()
+        );
+        ensure!(
+            self.model_config.img_size == self.image_size
+                && self.model_config.in_chans == self.in_chans,
+            "metadata `image_size`/`in_chans`: {} px, {} channels, but `model_config` says {} px, {} channels",
+            self.image_size,
+            self.in_chans,
+            self.model_config.img_size,
+            self.model_config.in_chans
+        );
+        ensure!(
+            matches!(self.in_chans, 1 | 3),
+            "metadata `in_chans`: {} is not 1 (grayscale) or 3 (RGB)",
+            self.in_chans
+        );
+        ensure!(
+            self.resize_shorter_side >= self.image_size
+                && self.resize_shorter_side as u64 <= limits::MAX_RESIZED_PIXELS,
+            "metadata `resize_shorter_side`: {} is not in [image_size {}, {}]",
+            self.resize_shorter_side,
+            self.image_size,
+            limits::MAX_RESIZED_PIXELS
+        );
+        for (key, values) in [("mean", &self.mean), ("std", &self.std)] {
+            ensure!(
+                values.len() == self.in_chans && values.iter().all(|v| v.is_finite()),
+                "metadata `{key}`: {values:?} is not {} finite values (one per channel)",
+                self.in_chans
+            );
+        }
+        ensure!(
+            self.std.iter().all(|&v| v > 0.0),
+            "metadata `std`: {:?} must be positive (pixels are divided by it)",
+            self.std
+        );
+        Ok(())
     }
 }
 
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("serialisable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::{default_card, Outputs};
+
+    fn micro() -> SwinConfig {
+        SwinConfig::load(std::path::Path::new("models/swin-micro-28.yaml")).unwrap()
+    }
+
+    /// The card of `micro()` with `key` set to `value`, read back.
+    fn read_edited(key: &str, value: &str) -> Result<ModelCard> {
+        let card = default_card(&micro(), Outputs::default(), 0);
+        let mut props: HashMap<String, String> = card.to_metadata().into_iter().collect();
+        props.insert(key.into(), value.into());
+        ModelCard::from_metadata(&props)
+    }
+
+    #[test]
+    fn an_unedited_card_reads_back_the_same() {
+        let card = default_card(&micro(), Outputs::default(), 0);
+        let props = card.to_metadata().into_iter().collect();
+        assert_eq!(ModelCard::from_metadata(&props).unwrap(), card);
+    }
+
+    /// Edited values that used to panic or allocate without bound are errors naming the key.
+    #[test]
+    fn edited_cards_are_refused_naming_the_key() {
+        let error_of = |key, value| format!("{:#}", read_edited(key, value).unwrap_err());
+        assert_eq!(
+            error_of("image_size", "0"),
+            "metadata `image_size`: 0 is not in [1, 2048]"
+        );
+        assert_eq!(
+            error_of("image_size", "1000000000"),
+            "metadata `image_size`: 1000000000 is not in [1, 2048]"
+        );
+        assert!(error_of("image_size", "56").starts_with(
+            "metadata `image_size`/`in_chans`: 56 px, 1 channels, but `model_config` says 28 px"
+        ));
+        assert_eq!(
+            error_of("std", "[-0.3]"),
+            "metadata `std`: [-0.3] must be positive (pixels are divided by it)"
+        );
+        assert_eq!(
+            error_of("std", "[0.1, 0.2]"),
+            "metadata `std`: [0.1, 0.2] is not 1 finite values (one per channel)"
+        );
+        assert!(error_of("std", "[NaN]").starts_with("metadata `std`: \"[NaN]\""));
+        assert_eq!(
+            error_of("resize_shorter_side", "18446744073709551615"),
+            "metadata `resize_shorter_side`: 18446744073709551615 is not in [image_size 28, 4194304]"
+        );
+        assert!(error_of("model_config", "{}").starts_with("metadata `model_config`: "));
+    }
 }

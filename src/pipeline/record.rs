@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::stage::Input;
+use crate::fsutil::Walk;
 use crate::hash::sha256_hex;
 
 /// The hashes of a stage's configuration and inputs (input path → hash).
@@ -124,35 +125,30 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// A file: the SHA-256 of its content. A folder: the SHA-256 of its listing (relative paths and
-/// sizes of every file below it, sorted), so a dataset folder is not read in full.
+/// sizes of every regular file below it, sorted; see [`Walk`]), so a dataset folder is not read
+/// in full. Anything but a regular file or a folder (a FIFO would block) is an error.
 pub fn hash_path(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        let mut listing = Vec::new();
-        list_files(path, path, &mut listing)?;
-        listing.sort();
-        let text: String = listing
-            .iter()
-            .map(|(name, size)| format!("{name}\t{size}\n"))
-            .collect();
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if meta.is_dir() {
+        let mut walk = Walk::default();
+        let mut text = String::new();
+        for file in walk.files_below(path)? {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("{}: cannot read", file.display()))?
+                .len();
+            let name = file.strip_prefix(path).unwrap_or(&file);
+            text.push_str(&format!("{}\t{size}\n", name.display()));
+        }
+        walk.report();
         return Ok(sha256_hex(text.as_bytes()));
     }
+    anyhow::ensure!(
+        meta.is_file(),
+        "{}: not a regular file or a folder",
+        path.display()
+    );
     crate::hash::sha256_file(path)
-}
-
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-    for entry in entries {
-        let entry = entry?;
-        let path = entry.path();
-        if path.is_dir() {
-            list_files(root, &path, out)?;
-        } else {
-            let name = path.strip_prefix(root).unwrap_or(&path);
-            out.push((name.display().to_string(), entry.metadata()?.len()));
-        }
-    }
-    Ok(())
 }
 
 /// `value` with every object's keys sorted, so equal configurations hash equally.
@@ -195,6 +191,26 @@ mod tests {
         assert_eq!(
             d.inputs[&dir.join("data").display().to_string()],
             a.inputs[&dir.join("data").display().to_string()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A link cycle and a FIFO inside a data folder (which hung `--dry-run`) leave its hash as
+    /// if they were not there; a FIFO given as an input is an error, not a blocked read.
+    #[test]
+    fn folder_hashes_end_on_link_cycles_and_fifos() {
+        let dir = std::env::temp_dir().join(format!("eesmm-hash-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data/sub")).unwrap();
+        std::fs::write(dir.join("data/sub/a.bin"), b"one").unwrap();
+        let plain = hash_path(&dir.join("data")).unwrap();
+        std::os::unix::fs::symlink(dir.join("data"), dir.join("data/sub/loop")).unwrap();
+        let fifo = dir.join("data/fifo.png");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert_eq!(hash_path(&dir.join("data")).unwrap(), plain);
+        assert_eq!(
+            format!("{:#}", hash_path(&fifo).unwrap_err()),
+            format!("{}: not a regular file or a folder", fifo.display())
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -48,6 +48,7 @@ impl PretrainConfig {
     pub fn validate_settings(&self) -> Result<()> {
         let model = self.model_config()?;
         self.objective.validate(&model)?;
+        self.data.validate("data")?;
         self.devices()?;
         self.train.validate()?;
         ensure!(
@@ -57,6 +58,11 @@ impl PretrainConfig {
         ensure!(
             self.optimizer.base_lr > 0.0,
             "optimizer.base_lr: must be positive"
+        );
+        let warmup = self.optimizer.warmup_epochs;
+        ensure!(
+            warmup.is_finite() && warmup >= 0.0,
+            "optimizer.warmup_epochs: {warmup} is not a finite number of epochs ≥ 0"
         );
         Ok(())
     }

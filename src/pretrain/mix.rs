@@ -43,6 +43,21 @@ impl Default for MixAugment {
 }
 
 impl MixAugment {
+    /// A finite rotation ≥ 0 and a finite zoom ≥ 1.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.rotate_degrees.is_finite() && self.rotate_degrees >= 0.0,
+            "objective.augment.rotate_degrees: {} is not a finite angle ≥ 0 (0 turns it off)",
+            self.rotate_degrees
+        );
+        anyhow::ensure!(
+            self.max_scale.is_finite() && self.max_scale >= 1.0,
+            "objective.augment.max_scale: {} is not a finite zoom ≥ 1 (1 turns it off)",
+            self.max_scale
+        );
+        Ok(())
+    }
+
     pub fn off() -> Self {
         Self {
             rotate_degrees: 0.0,

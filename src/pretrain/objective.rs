@@ -57,6 +57,27 @@ pub struct LossWeights {
     pub mix: f32,
 }
 
+impl LossWeights {
+    /// Each weight finite and ≥ 0, and one of them positive: all 0 leaves nothing to learn.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (key, w) in [
+            ("first", self.first),
+            ("second", self.second),
+            ("mix", self.mix),
+        ] {
+            anyhow::ensure!(
+                w.is_finite() && w >= 0.0,
+                "objective.weights.{key}: {w} is not a finite weight ≥ 0"
+            );
+        }
+        anyhow::ensure!(
+            self.first + self.second + self.mix > 0.0,
+            "objective.weights: all three are 0, so the loss is 0 (at least one must be > 0)"
+        );
+        Ok(())
+    }
+}
+
 impl Default for LossWeights {
     fn default() -> Self {
         Self {
@@ -122,6 +143,16 @@ impl ObjectiveConfig {
             self.lambda1 > 0.0 && self.lambda2 > 0.0,
             "objective.lambda1/lambda2: must be positive"
         );
+        if self.kind == ObjectiveKind::Eesmm {
+            self.weights.validate()?;
+        }
+        self.augment.validate()?;
+        if let DecoderConfig::Transformer { width, heads, .. } = self.decoder {
+            anyhow::ensure!(
+                heads > 0 && width > 0 && width.is_multiple_of(heads),
+                "objective.decoder: {heads} heads do not divide the width {width} (both must be at least 1)"
+            );
+        }
         Ok(())
     }
 
@@ -408,6 +439,66 @@ mod tests {
             );
         }
         assert!(objective(Decomposition::Subtract).validate(&model).is_ok());
+    }
+
+    /// Settings that would train nothing or panic later are refused with the allowed range.
+    #[test]
+    fn silent_objective_settings_are_refused() {
+        let model = SwinConfig::from_yaml(
+            "img_size: 8\npatch_size: 2\nembed_dim: 12\ndepths: [1]\nnum_heads: [3]\nwindow_size: 2\n",
+        )
+        .unwrap();
+        let error_of = |config: ObjectiveConfig| config.validate(&model).unwrap_err().to_string();
+        let zero = LossWeights {
+            first: 0.0,
+            second: 0.0,
+            mix: 0.0,
+        };
+        assert_eq!(
+            error_of(ObjectiveConfig {
+                weights: zero.clone(),
+                ..objective(Decomposition::Split)
+            }),
+            "objective.weights: all three are 0, so the loss is 0 (at least one must be > 0)"
+        );
+        assert_eq!(
+            error_of(ObjectiveConfig {
+                weights: LossWeights {
+                    mix: -1.0,
+                    ..LossWeights::default()
+                },
+                ..objective(Decomposition::Split)
+            }),
+            "objective.weights.mix: -1 is not a finite weight ≥ 0"
+        );
+        assert_eq!(
+            error_of(ObjectiveConfig {
+                augment: MixAugment {
+                    max_scale: 0.5,
+                    ..MixAugment::default()
+                },
+                ..objective(Decomposition::Split)
+            }),
+            "objective.augment.max_scale: 0.5 is not a finite zoom ≥ 1 (1 turns it off)"
+        );
+        assert_eq!(
+            error_of(ObjectiveConfig {
+                decoder: DecoderConfig::Transformer {
+                    width: 50,
+                    depth: 1,
+                    heads: 16
+                },
+                ..objective(Decomposition::Split)
+            }),
+            "objective.decoder: 16 heads do not divide the width 50 (both must be at least 1)"
+        );
+        // SimMIM has one loss term: its weights are not read.
+        let simmim = ObjectiveConfig {
+            kind: ObjectiveKind::Simmim,
+            weights: zero,
+            ..objective(Decomposition::Split)
+        };
+        assert!(simmim.validate(&model).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `eesmm infer`: classify images (top-k labels with probabilities) or embed them with an
-//! exported model. Unreadable images are reported by name and skipped; the command fails at the
-//! end if any were.
+//! exported model. Unreadable images (including ones past the size bounds of `crate::limits`)
+//! are reported by name and skipped, the others are still classified or embedded; the command
+//! fails at the end if any were skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -115,11 +116,11 @@ pub fn run(args: &InferOptions) -> Result<()> {
         let pooled = outputs
             .iter()
             .find(|o| o.name == "pooled")
-            .expect("every export has `pooled`");
+            .with_context(|| format!("{}: has no `pooled` output", args.model.display()))?;
         width = pooled.data.len();
         embeddings.extend_from_slice(&pooled.data);
         if args.json {
-            let line = serde_json::json!({ "file": file, "row": rows });
+            let line = serde_json::json!({ "file": json_path(file), "row": rows });
             println!("{line}");
         } else {
             println!("{}: row {rows}", file.display());
@@ -138,9 +139,20 @@ pub fn run(args: &InferOptions) -> Result<()> {
     Ok(())
 }
 
+/// A file name as JSON text: JSON strings are UTF-8, so other bytes of a name become U+FFFD (the
+/// name is otherwise kept, where serialising the path itself would fail).
+pub fn json_path(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// One line of `--json` output (and of the infer stage's predictions): `{file, topk}`.
+pub fn prediction_line(file: &Path, topk: &[Prediction]) -> serde_json::Value {
+    serde_json::json!({ "file": json_path(file), "topk": topk })
+}
+
 fn print_predictions(file: &Path, topk: &[Prediction], json: bool) {
     if json {
-        println!("{}", serde_json::json!({ "file": file, "topk": topk }));
+        println!("{}", prediction_line(file, topk));
     } else {
         println!("{}", file.display());
         for p in topk {
@@ -152,6 +164,9 @@ fn print_predictions(file: &Path, topk: &[Prediction], json: bool) {
 fn report_failure(file: &Path, error: &str, json: bool) {
     eprintln!("{}: {error}", file.display());
     if json {
-        println!("{}", serde_json::json!({ "file": file, "error": error }));
+        println!(
+            "{}",
+            serde_json::json!({ "file": json_path(file), "error": error })
+        );
     }
 }

@@ -66,7 +66,7 @@ impl Stage for InferStage {
         for file in &files {
             let topk = infer::classify(&mut model, file, self.topk)
                 .with_context(|| file.display().to_string())?;
-            lines.push_str(&serde_json::json!({ "file": file, "topk": topk }).to_string());
+            lines.push_str(&infer::prediction_line(file, &topk).to_string());
             lines.push('\n');
         }
         create_dir(&self.out_dir)?;

@@ -118,7 +118,9 @@ fn imagefolder() -> std::path::PathBuf {
 /// The 20 ImageNet validation JPEGs in 19 class folders: labels from the sorted folder names.
 #[test]
 fn image_folder_labels_come_from_sorted_class_folders() {
-    let listing = image_folder::scan_labelled(&imagefolder(), BadImagePolicy::Fail).unwrap();
+    let listing =
+        image_folder::scan_labelled(&imagefolder(), BadImagePolicy::Fail, &Resize::timm_eval(64))
+            .unwrap();
     assert_eq!(listing.files.len(), 20);
     assert_eq!(listing.class_names.len(), 19);
     assert_eq!(listing.class_names[0], "n01614925");
@@ -157,14 +159,16 @@ fn image_folders_decode_by_content_and_apply_the_bad_image_policy() {
 
     let message = format!(
         "{:#}",
-        image_folder::scan_labelled(&dir.0, BadImagePolicy::Fail).unwrap_err()
+        image_folder::scan_labelled(&dir.0, BadImagePolicy::Fail, &Resize::timm_eval(16))
+            .unwrap_err()
     );
     assert!(
         message.contains("broken.JPEG: not a readable image"),
         "{message}"
     );
 
-    let listing = image_folder::scan_labelled(&dir.0, BadImagePolicy::Skip).unwrap();
+    let listing =
+        image_folder::scan_labelled(&dir.0, BadImagePolicy::Skip, &Resize::timm_eval(16)).unwrap();
     assert_eq!(listing.files.len(), 2);
     assert_eq!(listing.skipped.len(), 1);
     assert!(listing.skipped[0].0.ends_with("broken.JPEG"));
@@ -172,6 +176,94 @@ fn image_folders_decode_by_content_and_apply_the_bad_image_policy() {
         let image = preprocess::load(file, &Resize::timm_eval(16)).unwrap();
         assert_eq!((image.height, image.width, image.channels), (16, 16, 3));
     }
-    let unlabelled = image_folder::scan_unlabelled(&dir.0, BadImagePolicy::Skip).unwrap();
+    let unlabelled =
+        image_folder::scan_unlabelled(&dir.0, BadImagePolicy::Skip, &Resize::timm_eval(16))
+            .unwrap();
     assert_eq!(unlabelled.files.len(), 2, "images at any depth");
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A folder with a link cycle, a link to another class and a FIFO named `.png`: the listing ends
+/// (each folder listed once, the FIFO never opened) and leaves them out; a truncated JPEG passes
+/// the header check under `fail` (and fails when read, naming what is wrong) but is skipped under
+/// `skip`, which decodes every image once.
+#[test]
+fn folder_listing_survives_cycles_fifos_and_truncated_images() {
+    let dir = TempDir::new("hostile-folder");
+    let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+    std::fs::create_dir_all(a.join("sub")).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/chelsea.jpg");
+    std::fs::copy(&photo, a.join("sub/good.jpg")).unwrap();
+    std::fs::copy(&photo, b.join("good.jpg")).unwrap();
+    let bytes = std::fs::read(&photo).unwrap();
+    std::fs::write(b.join("truncated.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    std::os::unix::fs::symlink(&a, a.join("sub/loop")).unwrap();
+    std::os::unix::fs::symlink(&a, b.join("link_to_a")).unwrap();
+    mkfifo(&b.join("fifo.png"));
+
+    let resize = Resize::timm_eval(32);
+    let listing = image_folder::scan_labelled(&dir.0, BadImagePolicy::Fail, &resize).unwrap();
+    let names: Vec<_> = listing
+        .files
+        .iter()
+        .map(|f| f.strip_prefix(&dir.0).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["a/sub/good.jpg", "b/good.jpg", "b/truncated.jpg"]);
+    let message = format!(
+        "{:#}",
+        preprocess::load(&b.join("truncated.jpg"), &resize).unwrap_err()
+    );
+    assert_eq!(
+        message,
+        "truncated JPEG (no end-of-image marker after its last scan)"
+    );
+    let message = format!(
+        "{:#}",
+        preprocess::load(&b.join("fifo.png"), &resize).unwrap_err()
+    );
+    assert_eq!(message, "not a regular file");
+
+    let listing = image_folder::scan_labelled(&dir.0, BadImagePolicy::Skip, &resize).unwrap();
+    assert_eq!(listing.files.len(), 2);
+    assert_eq!(listing.skipped.len(), 1);
+    assert!(listing.skipped[0].0.ends_with("b/truncated.jpg"));
+    let unlabelled = image_folder::scan_unlabelled(&dir.0, BadImagePolicy::Skip, &resize).unwrap();
+    assert_eq!(unlabelled.files.len(), 2);
+}
+
+/// A truncated PNG is an error, and so is a tiny image whose resize target is huge (1 x 5000 px:
+/// 35 x 175,000 after resizing the shorter side to 35), before anything is resized.
+#[test]
+fn truncated_pngs_and_resize_bombs_are_errors() {
+    let dir = TempDir::new("png-bombs");
+    let rgb =
+        image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 7]));
+    let png = dir.0.join("full.png");
+    rgb.save_with_format(&png, image::ImageFormat::Png).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    let truncated = dir.0.join("truncated.png");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 20]).unwrap();
+    let resize = Resize::timm_eval(32);
+    assert!(preprocess::load(&png, &resize).is_ok());
+    assert!(preprocess::load(&truncated, &resize).is_err());
+
+    let tall = dir.0.join("tall.png");
+    image::GrayImage::new(1, 5000).save(&tall).unwrap();
+    let message = format!("{:#}", preprocess::probe(&tall, &resize).unwrap_err());
+    assert_eq!(
+        message,
+        "a 1x5000 image resized to 35x175000 is more than the 4194304 pixels allowed"
+    );
+    assert_eq!(
+        format!("{:#}", preprocess::load(&tall, &resize).unwrap_err()),
+        message
+    );
 }

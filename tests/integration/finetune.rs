@@ -224,6 +224,45 @@ fn bad_fine_tuning_stages_name_the_file_and_field() {
     assert!(!Path::new("/tmp/never").exists());
 }
 
+/// Values that used to be accepted silently (a negative warm-up) or panic later (an inverted
+/// crop scale) are refused before anything runs, with the allowed range.
+#[test]
+fn silent_fine_tuning_values_are_refused_with_their_range() {
+    let dir = TempDir::new("ft-silent");
+    let base = "model: models/swin-micro-28.yaml\nout_dir: /tmp/never-silent\n\
+                data: {dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist}\n\
+                optimizer: {base_lr: 1.0e-3}\ntrain: {epochs: 1, batch_size: 8}\n";
+    for (text, expected) in [
+        (
+            base.replace("base_lr: 1.0e-3", "base_lr: 1.0e-3, warmup_epochs: -1"),
+            "optimizer.warmup_epochs: -1 is not a finite number of epochs ≥ 0",
+        ),
+        (
+            base.replace(
+                "fashion-mnist}",
+                "fashion-mnist, augment: {scale: [1.0, 0.5]}}",
+            ),
+            "data.augment.scale: [1, 0.5] is not a range [min, max] with 0 < min ≤ max ≤ 1",
+        ),
+        (
+            format!(
+                "{base}eval_data: {{dataset: fashion_mnist, root: /x, augment: {{ratio: [0, 1]}}}}\n"
+            ),
+            "eval_data.augment.ratio: [0, 1] is not a range [min, max] with 0 < min ≤ max",
+        ),
+    ] {
+        let config = write(&dir.0.join("silent.yaml"), &text);
+        let output = eesmm(&["finetune", "--config", &config]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("silent.yaml") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    assert!(!Path::new("/tmp/never-silent").exists());
+}
+
 /// ImageFolder: labels and class names come from the sorted folder names, and they travel with
 /// the classifier into `eval` and the ONNX model card.
 #[test]

@@ -456,3 +456,68 @@ fn bench_onnx_reports_ort_and_burn_latency() {
         assert!(row["burn_ms"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// Non-UTF-8 file names, a truncated JPEG, a FIFO and a tiny image with a huge resize target in
+/// one `infer` batch: each bad file is an error naming it, the good ones are still classified
+/// (with `--json`, the name with U+FFFD for the bytes JSON cannot hold) or embedded, exit code 1.
+#[test]
+fn infer_reports_hostile_files_and_keeps_the_good_ones() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("hostile-infer");
+    let onnx = export_fixture(&dir.0, "m.onnx", &["--head"]);
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let good = images.join(OsStr::from_bytes(b"a_caf\xe9.jpg"));
+    std::fs::copy(photos().join("coffee.jpg"), &good).unwrap();
+    let bytes = std::fs::read(photos().join("chelsea.jpg")).unwrap();
+    std::fs::write(images.join("b_truncated.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    image::GrayImage::new(1, 5000)
+        .save(images.join("c_tall.png"))
+        .unwrap();
+    let fifo = dir.0.join("fifo.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let run = |extra: &[&OsStr]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_eesmm"))
+            .args([OsStr::new("infer"), images.as_os_str(), fifo.as_os_str()])
+            .args([
+                OsStr::new("--model"),
+                onnx.as_os_str(),
+                OsStr::new("--json"),
+            ])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("b_truncated.jpg: truncated JPEG")
+                && stderr.contains("c_tall.png: a 1x5000 image resized to 35x175000")
+                && stderr.contains("fifo.png: not a regular file")
+                && stderr.contains("3 of 4 images could not be read"),
+            "{stderr}"
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("a_caf\u{FFFD}.jpg"));
+        assert!(lines[1..].iter().all(|l| l["error"].is_string()));
+        lines
+    };
+    let lines = run(&[]);
+    assert_eq!(lines[0]["topk"].as_array().unwrap().len(), 5);
+    let features = dir.0.join(OsStr::from_bytes(b"f\xff.npy"));
+    let lines = run(&[OsStr::new("--features"), features.as_os_str()]);
+    assert_eq!(lines[0]["row"], 0);
+    assert_eq!(npy::read(&features).unwrap().shape[0], 1);
+}

@@ -62,6 +62,46 @@ fn missing_unexpected_and_misshapen_keys_are_named() {
     assert!(message.contains("3 problems"), "{message}");
 }
 
+/// A parameter stored as an integer tensor is named with its type (it used to be left out when
+/// read and then reported as missing).
+#[test]
+fn a_parameter_of_the_wrong_dtype_is_named_with_its_type() {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    let dict = read_state_dict(&fixture("backbone.safetensors")).unwrap();
+    let bytes: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = dict
+        .into_iter()
+        .map(|(k, v)| {
+            let values = v.to_vec::<f32>().unwrap();
+            let (dtype, data) = if k == "patch_embed.proj.bias" {
+                let ints = values.iter().flat_map(|&x| (x as i32).to_le_bytes());
+                (Dtype::I32, ints.collect())
+            } else {
+                (
+                    Dtype::F32,
+                    values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            };
+            (k, (dtype, v.shape.to_vec(), data))
+        })
+        .collect();
+    let views: Vec<(&String, TensorView)> = bytes
+        .iter()
+        .map(|(k, (dtype, shape, data))| (k, TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .collect();
+    let dir = TempDir::new("wrong-dtype");
+    let path = dir.0.join("ints.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let error = load_model::<B>(fixture_model(), &path, false, &Default::default()).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("ints.safetensors")
+            && message.contains("patch_embed.proj.bias: stored as I32, not a floating-point type")
+            && !message.contains("missing"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_head_is_required_only_when_asked_for() {
     let device = Default::default();
