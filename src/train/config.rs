@@ -40,20 +40,27 @@ pub fn default_device() -> String {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.epochs > 0, "train.epochs: must be at least 1");
-        ensure!(self.batch_size > 0, "train.batch_size: must be at least 1");
-        ensure!(
-            self.accumulation > 0,
-            "train.accumulation: must be at least 1"
-        );
-        ensure!(
-            self.checkpoint_every > 0,
-            "train.checkpoint_every: must be at least 1"
-        );
-        ensure!(self.log_every > 0, "train.log_every: must be at least 1");
+        let in_range = |key: &str, value: usize, max: usize| {
+            ensure!(
+                (1..=max).contains(&value),
+                "train.{key}: {value} is not in [1, {max}]"
+            );
+            Ok(())
+        };
+        in_range("epochs", self.epochs, MAX_EPOCHS)?;
+        in_range("batch_size", self.batch_size, MAX_BATCH)?;
+        in_range("accumulation", self.accumulation, MAX_ACCUMULATION)?;
+        in_range("checkpoint_every", self.checkpoint_every, usize::MAX)?;
+        in_range("log_every", self.log_every, usize::MAX)?;
         Ok(())
     }
 }
+
+/// Bounds of `train:` that keep every step count and images-per-step product far from overflow
+/// (a negative number read into an unsigned field by a shell substitution wraps to ~1.8e19).
+const MAX_EPOCHS: usize = 1 << 20;
+const MAX_BATCH: usize = 1 << 20;
+const MAX_ACCUMULATION: usize = 1 << 16;
 
 /// Parses the `device:` of a stage that runs on one device (`cpu`, `cuda`, `cuda:N`).
 pub fn parse_device(device: &str) -> Result<crate::backend::DeviceSpec> {
@@ -79,4 +86,26 @@ pub fn parse_training_devices(
         devices.len()
     );
     Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_or_zero_batch_size_is_refused_with_its_range() {
+        let train = |text: &str| {
+            crate::yaml::from_str::<TrainConfig>(text)
+                .unwrap()
+                .validate()
+        };
+        assert!(train("epochs: 1\nbatch_size: 32\n").is_ok());
+        let wrapped = train("epochs: 1\nbatch_size: 18446744073709551614\n").unwrap_err();
+        assert_eq!(
+            wrapped.to_string(),
+            "train.batch_size: 18446744073709551614 is not in [1, 1048576]"
+        );
+        let zero = train("epochs: 0\nbatch_size: 32\n").unwrap_err();
+        assert_eq!(zero.to_string(), "train.epochs: 0 is not in [1, 1048576]");
+    }
 }
