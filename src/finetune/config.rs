@@ -102,7 +102,21 @@ impl FinetuneConfig {
             ensure!((0.0..=1.0).contains(&p), "{key}: {p} is not in [0, 1]");
         }
         for (key, alpha) in [("augment.mixup", a.mixup), ("augment.cutmix", a.cutmix)] {
-            ensure!(alpha >= 0.0, "{key}: {alpha} is negative (0 turns it off)");
+            ensure!(
+                alpha.is_finite() && alpha >= 0.0,
+                "{key}: {alpha} is not a finite value ≥ 0 (0 turns it off)"
+            );
+        }
+        if let Some(rand_augment) = &a.rand_augment {
+            let (ops, magnitude) = (rand_augment.num_ops, rand_augment.magnitude);
+            ensure!(
+                ops <= 16,
+                "augment.rand_augment.num_ops: {ops} is not in [0, 16] (timm uses 2)"
+            );
+            ensure!(
+                (0.0..=10.0).contains(&magnitude),
+                "augment.rand_augment.magnitude: {magnitude} is not in [0, 10] (timm's scale)"
+            );
         }
         Ok(())
     }

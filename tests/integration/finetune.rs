@@ -250,6 +250,14 @@ fn silent_fine_tuning_values_are_refused_with_their_range() {
             ),
             "eval_data.augment.ratio: [0, 1] is not a range [min, max] with 0 < min ≤ max",
         ),
+        (
+            format!("{base}augment: {{rand_augment: {{num_ops: 1000000000}}}}\n"),
+            "augment.rand_augment.num_ops: 1000000000 is not in [0, 16]",
+        ),
+        (
+            format!("{base}augment: {{mixup: .inf}}\n"),
+            "augment.mixup: inf is not a finite value ≥ 0",
+        ),
     ] {
         let config = write(&dir.0.join("silent.yaml"), &text);
         let output = eesmm(&["finetune", "--config", &config]);
