@@ -23,7 +23,10 @@ const LEGACY_PICKLES: usize = 5;
 pub fn check_pytorch_file(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).context("cannot read")?;
     if bytes.starts_with(b"PK\x03\x04") {
-        check(&zipped_pickle(&bytes)?).context("data.pkl")?;
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&bytes[..]))
+            .context("not a readable zip archive")?;
+        check_entries_stored(&mut archive)?;
+        check(&zipped_pickle(&mut archive)?).context("data.pkl")?;
         Ok(())
     } else {
         let mut rest = &bytes[..];
@@ -38,11 +41,30 @@ pub fn check_pytorch_file(path: &Path) -> Result<()> {
     }
 }
 
+type Archive<'a> = zip::ZipArchive<std::io::Cursor<&'a [u8]>>;
+
+/// PyTorch stores every entry of its zip uncompressed, so an entry's size is its bytes in the
+/// file. A compressed tensor entry could expand without bound (a deflate bomb) when burn-store
+/// reads it, so only `data.pkl` (bounded by [`zipped_pickle`]) may be compressed.
+fn check_entries_stored(archive: &mut Archive<'_>) -> Result<()> {
+    for index in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(index)
+            .context("not a readable zip archive")?;
+        let name = entry.name().to_string();
+        let method = entry.compression();
+        ensure!(
+            method == zip::CompressionMethod::Stored || name.ends_with("data.pkl"),
+            "{name}: compressed ({method:?}); PyTorch stores tensor data uncompressed, and a \
+             compressed entry could expand without bound"
+        );
+    }
+    Ok(())
+}
+
 /// The `data.pkl` (at any folder depth, as burn-store looks for it) of a zip, its expansion
 /// bounded by [`MAX_PICKLE_BYTES`].
-fn zipped_pickle(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).context("not a readable zip archive")?;
+fn zipped_pickle(archive: &mut Archive<'_>) -> Result<Vec<u8>> {
     let name = archive
         .file_names()
         .find(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
@@ -403,6 +425,35 @@ mod tests {
         // {'a': [1, 2]} as Python 3's pickle protocol 2 writes it.
         let bytes = pickle(b"}q\x00X\x01\x00\x00\x00aq\x01]q\x02(K\x01K\x02es");
         assert_eq!(check(&bytes).unwrap(), bytes.len());
+    }
+
+    /// The fixture with every zip entry marked deflated (compression method 8 in the local headers
+    /// and the central directory): the first entry that is not `data.pkl` is refused by name.
+    #[test]
+    fn compressed_tensor_entries_are_refused() {
+        let path = Path::new("tests/fixtures/timm-swin-tiny/old_layout_0.6.13.pt");
+        let mut bytes = std::fs::read(path).unwrap();
+        let mut marked = 0;
+        for at in 0..bytes.len().saturating_sub(12) {
+            let method = match &bytes[at..at + 4] {
+                b"PK\x03\x04" => at + 8,
+                b"PK\x01\x02" => at + 10,
+                _ => continue,
+            };
+            bytes[method..method + 2].copy_from_slice(&8u16.to_le_bytes());
+            marked += 1;
+        }
+        assert!(marked > 4, "{marked}");
+        let patched =
+            std::env::temp_dir().join(format!("eesmm-deflated-{}.pt", std::process::id()));
+        std::fs::write(&patched, &bytes).unwrap();
+        let message = format!("{:#}", check_pytorch_file(&patched).unwrap_err());
+        std::fs::remove_file(&patched).unwrap();
+        assert!(
+            message.starts_with("old_layout_0.6.13/")
+                && message.contains(": compressed (Deflated)"),
+            "{message}"
+        );
     }
 
     #[test]
