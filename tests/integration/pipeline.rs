@@ -502,6 +502,52 @@ fn ctrl_c_stops_at_a_step_writes_the_summary_and_resumes() {
     assert_eq!(metric(&run_dir.join("pretrain"), "step").len(), 48);
 }
 
+/// `--dry-run` hashes a stage's input folder from the same listing as training: a link back to a
+/// folder already listed and a FIFO named like an image end the listing instead of hanging it.
+#[test]
+fn dry_run_ends_on_a_folder_with_a_link_cycle_and_a_fifo() {
+    let dir = TempDir::new("pipeline-cycle");
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(
+        "tests/fixtures/imagefolder/train/n01855672/n01855672_15.JPEG",
+        images.join("a.jpg"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir.0, images.join("loop")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(images.join("pipe.png"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let file = dir.0.join("cycle.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: cycle\nrun_dir: {}\ndefaults:\n  model: models/swin-micro-28.yaml\n\
+             stages:\n  - name: pretrain\n    kind: pretrain\n\
+             \x20   data: {{dataset: unlabelled_folder, root: {}}}\n\
+             \x20   objective: {{kind: eesmm, mask_patch_size: 4}}\n\
+             \x20   optimizer: {{base_lr: 1.0e-3}}\n\
+             \x20   train: {{epochs: 1, batch_size: 2}}\n",
+            dir.0.join("run").display(),
+            images.display()
+        ),
+    )
+    .unwrap();
+    let output = eesmm_within(&["run", file.to_str().unwrap(), "--dry-run"], 60);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("stages[0] pretrain (pretrain): would run (no record of a finished run)"),
+        "{stdout}"
+    );
+}
+
 /// Every pipeline in `pipelines/` resolves and validates, with the dataset roots pointed at the
 /// fixtures through `EESMM_<NAME>` (ImageNet: the ImageFolder fixture as both train and val),
 /// full.yaml's training stages on two GPUs.
