@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl RunLock {
@@ -55,11 +54,7 @@ impl RunLock {
         file.set_len(0).with_context(cannot)?;
         file.rewind().with_context(cannot)?;
         file.write_all(holder.as_bytes()).with_context(cannot)?;
-        Ok(Self { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 
@@ -96,7 +91,11 @@ mod tests {
         drop(first);
         // Released: the next run takes the directory over.
         let again = RunLock::acquire(&dir).unwrap();
-        assert!(again.path().exists());
+        let holder = std::fs::read_to_string(dir.join(".eesmm.lock")).unwrap();
+        assert!(
+            holder.starts_with(&format!("pid {} on host ", std::process::id())),
+            "{holder}"
+        );
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -51,9 +51,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<()> {
         stages: Vec::new(),
     };
     // The stage that failed or was interrupted; the stages after it do not run.
-    let mut stopped: Option<&PlannedStage> = None;
+    let mut stopped: Option<StageSummary> = None;
     for (stage, &selected) in pipeline.stages.iter().zip(&selected) {
-        let entry = if let Some(earlier) = stopped {
+        let entry = if let Some(earlier) = &stopped {
             not_run(stage, &format!("`{}` stopped the run", earlier.name))
         } else if !selected {
             match decide(&pipeline.run_dir, stage, false) {
@@ -61,35 +61,30 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<()> {
                 _ => not_run(stage, "not selected"),
             }
         } else if interrupt::requested() {
-            stopped = Some(stage);
-            interrupted(stage, "before it started".into(), None)
+            ended(stage, Status::Interrupted, "before it started".into(), None)
         } else {
-            let entry = run_stage(&pipeline.run_dir, stage, options.force);
-            if matches!(entry.status, Status::Failed | Status::Interrupted) {
-                stopped = Some(stage);
-            }
-            entry
+            run_stage(&pipeline.run_dir, stage, options.force)
         };
+        if matches!(entry.status, Status::Failed | Status::Interrupted) {
+            stopped = Some(entry.clone());
+        }
         summary.stages.push(entry);
     }
-    let last = stopped.and_then(|stage| summary.stages.iter().find(|s| s.name == stage.name));
-    let outcome = last.map(|entry| (entry.status, entry.name.clone(), entry.note.clone()));
-    summary.status = match outcome {
-        Some((Status::Interrupted, ..)) => "interrupted",
+    summary.status = match stopped.as_ref().map(|entry| entry.status) {
+        Some(Status::Interrupted) => "interrupted",
         Some(_) => "failed",
         None => "completed",
     };
     print!("\n{}", summary.table());
     summary.write(&pipeline.run_dir)?;
     println!("summary: {}", pipeline.run_dir.join("summary.md").display());
-    match outcome {
-        None => Ok(()),
-        Some((Status::Interrupted, name, note)) => Err(Interrupted(Some(format!(
-            "in stage `{name}`: {}",
-            note.unwrap_or_default()
-        )))
-        .into()),
-        Some((_, name, note)) => bail!("stage `{name}` failed: {}", note.unwrap_or_default()),
+    let Some(entry) = stopped else {
+        return Ok(());
+    };
+    let (name, note) = (entry.name, entry.note.unwrap_or_default());
+    match entry.status {
+        Status::Interrupted => Err(Interrupted(Some(format!("in stage `{name}`: {note}"))).into()),
+        _ => bail!("stage `{name}` failed: {note}"),
     }
 }
 
@@ -187,7 +182,7 @@ fn run_stage(run_dir: &Path, stage: &PlannedStage, force: bool) -> StageSummary 
             reason,
             fingerprint,
         }) => (reason, fingerprint),
-        Err(error) => return failed(stage, format!("{error:#}"), None),
+        Err(error) => return ended(stage, Status::Failed, format!("{error:#}"), None),
     };
     let resume = record::was_started_with(run_dir, &stage.name, &fingerprint);
     println!(
@@ -203,9 +198,14 @@ fn run_stage(run_dir: &Path, stage: &PlannedStage, force: bool) -> StageSummary 
     let result = match result {
         Ok(result) => result,
         Err(error) if error.chain().any(|e| e.is::<Interrupted>()) => {
-            return interrupted(stage, format!("{error:#}"), Some(wall_s))
+            return ended(
+                stage,
+                Status::Interrupted,
+                format!("{error:#}"),
+                Some(wall_s),
+            )
         }
-        Err(error) => return failed(stage, format!("{error:#}"), Some(wall_s)),
+        Err(error) => return ended(stage, Status::Failed, format!("{error:#}"), Some(wall_s)),
     };
     let done = Done {
         stage: stage.name.clone(),
@@ -216,7 +216,7 @@ fn run_stage(run_dir: &Path, stage: &PlannedStage, force: bool) -> StageSummary 
         wall_s,
     };
     if let Err(error) = record::write_done(run_dir, &done) {
-        return failed(stage, format!("{error:#}"), Some(wall_s));
+        return ended(stage, Status::Failed, format!("{error:#}"), Some(wall_s));
     }
     StageSummary {
         name: stage.name.clone(),
@@ -253,25 +253,18 @@ fn not_run(stage: &PlannedStage, why: &str) -> StageSummary {
     }
 }
 
-fn failed(stage: &PlannedStage, error: String, wall_s: Option<f64>) -> StageSummary {
-    eprintln!("==> {} ({}) failed: {error}", stage.name, stage.kind);
+/// A stage that failed or was interrupted, with why.
+fn ended(stage: &PlannedStage, status: Status, note: String, wall_s: Option<f64>) -> StageSummary {
+    eprintln!(
+        "==> {} ({}) {}: {note}",
+        stage.name,
+        stage.kind,
+        status.label()
+    );
     StageSummary {
         name: stage.name.clone(),
         kind: stage.kind.into(),
-        status: Status::Failed,
-        metric: None,
-        wall_s,
-        artifacts: Vec::new(),
-        note: Some(error),
-    }
-}
-
-fn interrupted(stage: &PlannedStage, note: String, wall_s: Option<f64>) -> StageSummary {
-    eprintln!("==> {} ({}) interrupted: {note}", stage.name, stage.kind);
-    StageSummary {
-        name: stage.name.clone(),
-        kind: stage.kind.into(),
-        status: Status::Interrupted,
+        status,
         metric: None,
         wall_s,
         artifacts: Vec::new(),
