@@ -204,7 +204,9 @@ fn measure_pretrain<B: TrainBackend>(
     args: &ThroughputOptions,
     device: &B::Device,
 ) -> PretrainThroughput {
-    use crate::pretrain::objective::{DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel};
+    use crate::pretrain::objective::{
+        DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel, SecondImage,
+    };
     use crate::train::optim::{GroupedAdamW, OptimizerConfig};
     use burn::optim::GradientsParams;
 
@@ -242,7 +244,12 @@ fn measure_pretrain<B: TrainBackend>(
             let batch = DeviceBatch {
                 first: images(batch),
                 mask1: masks(),
-                second: (kind == ObjectiveKind::Eesmm).then(|| (images(batch), masks())),
+                second: (kind == ObjectiveKind::Eesmm).then(|| SecondImage {
+                    image: images(batch),
+                    mask: masks(),
+                    lambda1: Tensor::full([batch], 0.5, device),
+                    lambda2: Tensor::full([batch], 0.5, device),
+                }),
             };
             let current = model.take().expect("model");
             let output = objective.forward(&current, batch);

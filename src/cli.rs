@@ -79,6 +79,9 @@ pub enum Command {
     /// Throughput benchmarks (images/s).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Summaries of experiments: tables and plots.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Write a model as ONNX (opset 17, dynamic batch) with a model card in its metadata.
     Export(ExportArgs),
     /// Run an exported model in ONNX Runtime and burn on the same inputs; exit 1 above --tol.
@@ -88,6 +91,20 @@ pub enum Command {
     /// Run a pipeline: the stages of one YAML file in order, each skipped while its
     /// configuration and inputs are unchanged since it last finished.
     Run(RunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The label-efficiency experiment (scripts/label_efficiency.py): a Markdown table of
+    /// top-1 mean ± std per pretraining and label count, and a plot.
+    LabelEfficiency {
+        /// Its rows (docs/results/label-efficiency.json).
+        #[arg(long)]
+        results: PathBuf,
+        /// The PNG to write.
+        #[arg(long)]
+        plot: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::cli::{BenchCommand, Command, FeaturesArgs};
+use crate::cli::{BenchCommand, Command, FeaturesArgs, ReportCommand};
 use crate::evaluate::{ClassificationReport, EvalConfig};
 use crate::finetune::FinetuneConfig;
 use crate::kernels::TrainBackend;
@@ -71,6 +71,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(BenchCommand::Encoder(args)) => bench::encoder(&args.options()),
         Command::Bench(BenchCommand::Pretrain(args)) => bench::pretrain(&args.options()),
         Command::Bench(BenchCommand::Onnx(args)) => crate::runtime::bench::run(&args.options()),
+        Command::Report(ReportCommand::LabelEfficiency { results, plot }) => {
+            crate::evaluate::label_efficiency::report(&results, &plot)
+        }
         Command::Export(args) => crate::onnx::export(&args.options()),
         Command::Verify(args) => crate::runtime::verify::run(&args.options(), args.json),
         Command::Infer(args) => crate::runtime::infer::run(&args.options()),

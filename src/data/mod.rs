@@ -79,6 +79,54 @@ impl Dataset {
         }
     }
 
+    /// The images at `indices` (ascending), in that order.
+    fn select(mut self, indices: &[usize]) -> Self {
+        fn pick<T: Clone>(items: &[T], indices: &[usize]) -> Vec<T> {
+            indices.iter().map(|&i| items[i].clone()).collect()
+        }
+        self.images = match self.images {
+            Images::Decoded(images) => Images::Decoded(pick(&images, indices)),
+            Images::Files { paths, resize } => Images::Files {
+                paths: pick(&paths, indices),
+                resize,
+            },
+        };
+        self.labels = pick(&self.labels, indices);
+        self
+    }
+
+    /// A class-balanced random subset (`subset:`): `images / classes` of every class (the
+    /// remainder one more each for the first classes), drawn with `seed`, kept in dataset order.
+    pub fn balanced_subset(self, subset: &Subset) -> anyhow::Result<Self> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let classes = self.labels.iter().max().map_or(0, |&m| m + 1);
+        anyhow::ensure!(
+            classes > 0,
+            "subset.images: {} asked of a dataset with no images",
+            subset.images
+        );
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+        for (index, &label) in self.labels.iter().enumerate() {
+            by_class[label].push(index);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(subset.seed);
+        let mut chosen = Vec::with_capacity(subset.images);
+        for (class, members) in by_class.iter_mut().enumerate() {
+            let wanted = subset.images / classes + usize::from(class < subset.images % classes);
+            anyhow::ensure!(
+                wanted <= members.len(),
+                "subset.images: {} asks for {wanted} images of class {class}, which has {}",
+                subset.images,
+                members.len()
+            );
+            members.shuffle(&mut rng);
+            chosen.extend_from_slice(&members[..wanted]);
+        }
+        chosen.sort_unstable();
+        Ok(self.select(&chosen))
+    }
+
     /// The first `limit` images (all when `None`).
     pub fn truncated(mut self, limit: Option<usize>) -> Self {
         if let Some(limit) = limit {
@@ -146,12 +194,24 @@ pub struct DataConfig {
     /// Use only the first N images (quick runs and tests).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Use a class-balanced random subset instead (label-efficiency runs).
+    #[serde(default)]
+    pub subset: Option<Subset>,
     /// Image folders: what to do with files that are not readable images.
     #[serde(default)]
     pub on_bad_image: BadImagePolicy,
     /// Random resized crop + flip before anything else (off when absent).
     #[serde(default)]
     pub augment: Option<loader::CropAugment>,
+}
+
+/// `subset:`: how many images, drawn class-balanced with which seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subset {
+    pub images: usize,
+    #[serde(default)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +238,16 @@ impl DataConfig {
     /// The settings that can be checked without reading the data; `key` is where this config
     /// is in the YAML (`data`, `eval_data`).
     pub fn validate(&self, key: &str) -> anyhow::Result<()> {
+        if let Some(subset) = &self.subset {
+            anyhow::ensure!(
+                self.limit.is_none(),
+                "{key}.subset: cannot be combined with {key}.limit (use one of them)"
+            );
+            anyhow::ensure!(
+                subset.images > 0,
+                "{key}.subset.images: 0 leaves nothing to train on (at least 1)"
+            );
+        }
         match &self.augment {
             Some(augment) => augment.validate(&format!("{key}.augment")),
             None => Ok(()),
@@ -213,6 +283,67 @@ impl DataConfig {
                 &resize,
             )?),
         };
-        Ok(dataset.truncated(self.limit))
+        match &self.subset {
+            Some(subset) => dataset.balanced_subset(subset),
+            None => Ok(dataset.truncated(self.limit)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 30 one-pixel images, labels 0, 1, 2 repeating; pixel value = the image's index.
+    fn dataset() -> Dataset {
+        let images = (0..30u8)
+            .map(|i| RawImage {
+                height: 1,
+                width: 1,
+                channels: 1,
+                pixels: vec![i],
+            })
+            .collect();
+        Dataset {
+            images: Images::Decoded(images),
+            labels: (0..30).map(|i| i % 3).collect(),
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            normalization: Normalization {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+        }
+    }
+
+    fn indices(dataset: &Dataset) -> Vec<u8> {
+        match &dataset.images {
+            Images::Decoded(images) => images.iter().map(|i| i.pixels[0]).collect(),
+            Images::Files { .. } => unreachable!(),
+        }
+    }
+
+    /// 7 of 3 classes: 3, 2, 2 images, labels kept with their images, in dataset order; another
+    /// seed draws other images; a class too small for its share is an error naming it.
+    #[test]
+    fn a_balanced_subset_takes_an_equal_share_of_every_class() {
+        let subset = |images, seed| dataset().balanced_subset(&Subset { images, seed });
+        let chosen = subset(7, 0).unwrap();
+        let picked = indices(&chosen);
+        assert_eq!(chosen.len(), 7);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+        for (index, label) in picked.iter().zip(&chosen.labels) {
+            assert_eq!(*index as usize % 3, *label);
+        }
+        let per_class: Vec<usize> = (0..3)
+            .map(|c| chosen.labels.iter().filter(|&&l| l == c).count())
+            .collect();
+        assert_eq!(per_class, vec![3, 2, 2]);
+        assert_eq!(indices(&subset(7, 0).unwrap()), picked);
+        assert_ne!(indices(&subset(7, 1).unwrap()), picked);
+        let message = subset(33, 0).unwrap_err().to_string();
+        assert!(
+            message.contains("11 images of class 0, which has 10"),
+            "{message}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! fine-tuning (`linear_probe`, `knn`).
 
 pub mod features;
+pub mod label_efficiency;
 pub mod metrics;
 pub mod probe;
 pub mod run;

@@ -71,6 +71,19 @@ pub struct ProbeConfig {
     /// The k-NN vote (`knn` stages).
     #[serde(default)]
     pub knn: Option<KnnConfig>,
+    /// What is judged: the encoder's pooled features, or the input pixels themselves (the
+    /// raw-pixel baselines: a logistic regression and a k-NN on pixels; `model` gives the size).
+    #[serde(default)]
+    pub features: FeatureSource,
+}
+
+/// `features:` of a probe: `encoder` (default) or `pixels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureSource {
+    #[default]
+    Encoder,
+    Pixels,
 }
 
 impl ProbeConfig {
@@ -80,6 +93,10 @@ impl ProbeConfig {
         ensure!(
             self.weights.is_some() || self.model.is_some(),
             "model: needed when there are no weights"
+        );
+        ensure!(
+            self.features == FeatureSource::Encoder || self.weights.is_none(),
+            "weights: features: pixels judges the input pixels, so no weights are read (remove one of the two)"
         );
         if let Some(model) = &self.model {
             SwinConfig::load(model).context("model")?;
@@ -211,18 +228,22 @@ impl ProbeConfig {
             self.weights.as_deref(),
             saved.as_ref(),
         )?;
-        let encoder = match &self.weights {
-            Some(weights) => load_model::<B>(config.clone(), weights, false, device)?.0,
-            None => {
+        let encoder = match (self.features, &self.weights) {
+            (FeatureSource::Pixels, _) => None,
+            (FeatureSource::Encoder, Some(weights)) => {
+                Some(load_model::<B>(config.clone(), weights, false, device)?.0)
+            }
+            (FeatureSource::Encoder, None) => {
                 B::seed(device, self.seed);
                 let mut config = config.clone();
                 config.num_classes = 0;
-                config.init::<B>(device)
+                Some(config.init::<B>(device))
             }
         };
-        let weights_key = match &self.weights {
-            Some(w) => crate::hash::sha256_file(w)?,
-            None => format!("random-{}", self.seed),
+        let weights_key = match (self.features, &self.weights) {
+            (FeatureSource::Pixels, _) => "pixels".to_string(),
+            (FeatureSource::Encoder, Some(w)) => crate::hash::sha256_file(w)?,
+            (FeatureSource::Encoder, None) => format!("random-{}", self.seed),
         };
         let mut sets = Vec::new();
         let mut class_names = Vec::new();
@@ -253,7 +274,13 @@ impl ProbeConfig {
                         self.batch_size,
                         device,
                         &format!("{what} features"),
-                        |x| encoder.forward(x),
+                        |x| match &encoder {
+                            Some(encoder) => encoder.forward(x), // [b, C_f]
+                            None => {
+                                let b = x.dims()[0];
+                                x.reshape([b as i32, -1]) // [b, C·S·S]
+                            }
+                        },
                     )?;
                     if let Some(dir) = cache.parent() {
                         std::fs::create_dir_all(dir)?;

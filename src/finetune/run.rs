@@ -28,7 +28,7 @@ use crate::model::{Swin, SwinConfig};
 use crate::train::fit::{step_seed, StepLoss};
 use crate::train::optim::GroupedAdamW;
 use crate::train::replicas::Rank;
-use crate::train::report::{plot_losses, MetricsLog};
+use crate::train::report::{plot_metrics, MetricsLog, Panel};
 use crate::train::run::{self as runner, BatchSampler, Objective, RunSpec, Task, Weights};
 use crate::with_backend;
 
@@ -293,10 +293,13 @@ impl<B: TrainBackend> Task<B> for FinetuneTask<'_, B> {
             100.0 * report.top1,
             100.0 * report.top5
         );
-        plot_losses(
+        plot_metrics(
             &self.stage.out_dir.join("accuracy.png"),
             &metrics.records()?,
-            &["eval_top1"],
+            &[Panel {
+                keys: &["eval_top1"],
+                y_label: "top-1",
+            }],
             "held-out top-1",
         )?;
         self.last_report = Some(report);
@@ -328,6 +331,7 @@ impl<B: TrainBackend> Objective<B, Swin<B>, TargetBatch> for SoftTargetLoss {
             device,
         );
         StepLoss {
+            monitors: Vec::new(),
             total: soft_cross_entropy(model.logits(images), targets),
             terms: Vec::new(),
         }

@@ -15,6 +15,11 @@ pub fn random_mask(rng: &mut impl Rng, grid: usize, ratio: f64) -> Vec<f32> {
     mask
 }
 
+/// The complementary mask `1 − mask` (MixMIM's pairing): masked exactly where `mask` is visible.
+pub fn complement(mask: &[f32]) -> Vec<f32> {
+    mask.iter().map(|&m| 1.0 - m).collect()
+}
+
 /// Repeats each cell of a `[grid * grid]` mask `factor x factor` times: `[(grid*factor)²]`.
 pub fn upsample(mask: &[f32], grid: usize, factor: usize) -> Vec<f32> {
     let side = grid * factor;
@@ -34,6 +39,18 @@ mod tests {
         let mask = random_mask(&mut rng, 7, 0.6);
         assert_eq!(mask.iter().sum::<f32>(), 29.0); // round(0.6 * 49)
         assert!(mask.iter().all(|&m| m == 0.0 || m == 1.0));
+    }
+
+    /// Every cell is masked in exactly one of the two: disjoint visible sets covering the grid.
+    #[test]
+    fn complementary_masks_are_disjoint_and_cover_the_grid() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let first = random_mask(&mut rng, 7, 0.5);
+        let second = complement(&first);
+        assert_eq!(second.iter().sum::<f32>(), 49.0 - first.iter().sum::<f32>());
+        for (a, b) in first.iter().zip(&second) {
+            assert_eq!(a + b, 1.0, "a cell is masked in both or in neither");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod losses;
 pub mod mask;
 pub mod mix;
 pub mod objective;

@@ -16,6 +16,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::decoder::{DecoderConfig, LinearDecoder, TransformerBody};
+use super::losses::{assign_pit, masked_loss, per_image, separation};
+pub use super::losses::{Assignment, LossKind};
 use super::mix::MixAugment;
 use crate::kernels::SwinOps;
 use crate::model::{Swin, SwinConfig};
@@ -26,6 +28,16 @@ pub enum ObjectiveKind {
     #[default]
     Eesmm,
     Simmim,
+}
+
+impl ObjectiveKind {
+    /// The method's name as papers write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectiveKind::Eesmm => "EESMM",
+            ObjectiveKind::Simmim => "SimMIM",
+        }
+    }
 }
 
 /// How the decoder's output becomes the two reconstructions.
@@ -41,12 +53,29 @@ pub enum Decomposition {
     Subtract,
 }
 
+/// How the two cell masks of a pair are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum LossKind {
+pub enum MaskPairing {
+    /// M1 and M2 drawn independently (the paper).
     #[default]
-    L1,
-    L2,
+    Independent,
+    /// `M2 = 1 − M1` (MixMIM): every cell shows exactly one image; the decoder is told which.
+    Complementary,
+}
+
+/// A mixing weight: one value, or a range `[low, high]` drawn from per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a number or a range [low, high]")]
+pub enum MixWeight {
+    Fixed(f32),
+    Range([f32; 2]),
+}
+
+impl Default for MixWeight {
+    fn default() -> Self {
+        MixWeight::Fixed(0.5)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,10 +127,18 @@ pub struct ObjectiveConfig {
     pub mask_patch_size: usize,
     #[serde(default = "default_ratio")]
     pub mask_ratio: f64,
-    #[serde(default = "default_lambda")]
-    pub lambda1: f32,
-    #[serde(default = "default_lambda")]
-    pub lambda2: f32,
+    /// λ1: a number, or `[low, high]` drawn uniformly per pair (then λ2 = 1 − λ1 unless given).
+    #[serde(default)]
+    pub lambda1: MixWeight,
+    /// λ2 (default 0.5, or 1 − λ1 when λ1 is drawn).
+    #[serde(default)]
+    pub lambda2: Option<f32>,
+    /// EESMM: independent masks (the paper) or complementary ones.
+    #[serde(default)]
+    pub masks: MaskPairing,
+    /// EESMM: which head answers for which image (`fixed`, or `pit`: the better one per pair).
+    #[serde(default)]
+    pub assignment: Assignment,
     #[serde(default)]
     pub decomposition: Decomposition,
     #[serde(default)]
@@ -122,9 +159,6 @@ pub struct ObjectiveConfig {
 fn default_ratio() -> f64 {
     0.6
 }
-fn default_lambda() -> f32 {
-    0.5
-}
 
 impl ObjectiveConfig {
     pub fn validate(&self, model: &SwinConfig) -> anyhow::Result<()> {
@@ -139,13 +173,15 @@ impl ObjectiveConfig {
             "objective.mask_ratio: {} is not in (0, 1): the loss is taken on masked cells only",
             self.mask_ratio
         );
-        anyhow::ensure!(
-            self.lambda1 > 0.0 && self.lambda2 > 0.0,
-            "objective.lambda1/lambda2: must be positive"
-        );
+        self.validate_mixing()?;
         if self.kind == ObjectiveKind::Eesmm {
             self.weights.validate()?;
         }
+        anyhow::ensure!(
+            self.assignment == Assignment::Fixed || self.decomposition == Decomposition::Split,
+            "objective.assignment: pit needs decomposition: split (with subtract both \
+             reconstructions come from one prediction)"
+        );
         self.augment.validate()?;
         if let DecoderConfig::Transformer { width, heads, .. } = self.decoder {
             anyhow::ensure!(
@@ -154,6 +190,46 @@ impl ObjectiveConfig {
             );
         }
         Ok(())
+    }
+
+    /// λ1 and λ2 positive and finite; a drawn λ1 a range within (0, 1) (within (0, 1) also when
+    /// λ2 = 1 − λ1 follows it).
+    fn validate_mixing(&self) -> anyhow::Result<()> {
+        let positive = |w: f32| w.is_finite() && w > 0.0;
+        match self.lambda1 {
+            MixWeight::Fixed(w) => anyhow::ensure!(
+                positive(w),
+                "objective.lambda1: {w} is not a finite weight > 0"
+            ),
+            MixWeight::Range([low, high]) => anyhow::ensure!(
+                positive(low) && low <= high && high < 1.0,
+                "objective.lambda1: [{low}, {high}] is not a range 0 < low ≤ high < 1"
+            ),
+        }
+        if let Some(w) = self.lambda2 {
+            anyhow::ensure!(
+                positive(w),
+                "objective.lambda2: {w} is not a finite weight > 0"
+            );
+        }
+        Ok(())
+    }
+
+    /// λ1 of one pair (drawn from `rng` only when it is a range).
+    pub fn draw_lambda1(&self, rng: &mut impl rand::Rng) -> f32 {
+        match self.lambda1 {
+            MixWeight::Fixed(w) => w,
+            MixWeight::Range([low, high]) => rng.random_range(low..=high),
+        }
+    }
+
+    /// λ2 for a pair whose λ1 is `lambda1`.
+    pub fn lambda2_for(&self, lambda1: f32) -> f32 {
+        match (self.lambda2, self.lambda1) {
+            (Some(w), _) => w,
+            (None, MixWeight::Fixed(_)) => 0.5,
+            (None, MixWeight::Range(_)) => 1.0 - lambda1,
+        }
     }
 
     /// Images consumed by one encoder pass.
@@ -184,13 +260,17 @@ pub struct PretrainModel<B: Backend> {
     /// (used with `visibility_tokens`).
     pub only_first: Param<Tensor<B, 4>>,
     pub only_second: Param<Tensor<B, 4>>,
+    /// `[2, C_f]`: with complementary masks, added to the decoder's input tokens in proportion
+    /// to how much of each token shows image 1 (row 0) and image 2 (row 1).
+    pub decoder_ownership: Option<Param<Tensor<B, 2>>>,
 }
 
 /// Whether a pretraining parameter is exempt from weight decay: the encoder's rule
-/// ([`crate::model::swin::no_weight_decay`]) and EESMM's two learned ownership tokens.
+/// ([`crate::model::swin::no_weight_decay`]) and EESMM's learned ownership tokens.
 pub fn no_weight_decay(path: &str) -> bool {
     let name = path.rsplit('.').next().unwrap_or(path);
-    matches!(name, "only_first" | "only_second") || crate::model::swin::no_weight_decay(path)
+    matches!(name, "only_first" | "only_second" | "decoder_ownership")
+        || crate::model::swin::no_weight_decay(path)
 }
 
 impl<B: Backend> PretrainModel<B> {
@@ -214,6 +294,15 @@ impl<B: Backend> PretrainModel<B> {
                 width,
             ),
         };
+        let token = |rows: usize, width: usize| {
+            Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([rows, width], device)
+        };
+        let complementary =
+            objective.kind == ObjectiveKind::Eesmm && objective.masks == MaskPairing::Complementary;
         Self {
             encoder: model.init(device),
             decoder_body,
@@ -233,13 +322,24 @@ impl<B: Backend> PretrainModel<B> {
                 std: 0.02,
             }
             .init([1, 1, 1, model.embed_dim], device),
+            decoder_ownership: complementary.then(|| token(2, model.num_features())),
         }
     }
 }
 
 impl<B: Backend> PretrainModel<B> {
-    /// Encoder features `[B, h, w, C_f]` → predicted pixels `[B, channels, S, S]`.
-    pub fn decode(&self, features: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// Encoder features `[B, h, w, C_f]` → predicted pixels `[B, channels, S, S]`. `ownership`:
+    /// `[B, h, w, 2]`, the share of each token showing image 1 and image 2 (complementary masks).
+    pub fn decode(&self, features: Tensor<B, 4>, ownership: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let features = match (&self.decoder_ownership, ownership) {
+            (Some(rows), Some(share)) => {
+                let [b, h, w, _] = share.dims();
+                let c = rows.dims()[1];
+                let added = share.reshape([b * h * w, 2]).matmul(rows.val()); // [B·h·w, C_f]
+                features + added.reshape([b, h, w, c])
+            }
+            _ => features,
+        };
         let tokens = match &self.decoder_body {
             Some(body) => body.forward(features),
             None => features,
@@ -248,13 +348,25 @@ impl<B: Backend> PretrainModel<B> {
     }
 }
 
-/// One batch on the device. `first`/`second`: `[B, C, S, S]` transformed images (T1, T2);
-/// masks: `[B, g, g]` cells (1 = masked). SimMIM uses only the first image and mask.
+/// One batch on the device. `first`: `[B, C, S, S]` transformed images (T1); `mask1`: `[B, g, g]`
+/// cells (1 = masked). SimMIM uses only these.
 #[derive(Debug, Clone)]
 pub struct DeviceBatch<B: Backend> {
     pub first: Tensor<B, 4>,
     pub mask1: Tensor<B, 3>,
-    pub second: Option<(Tensor<B, 4>, Tensor<B, 3>)>,
+    pub second: Option<SecondImage<B>>,
+}
+
+/// EESMM's second image of each pair and the pair's mixing weights.
+#[derive(Debug, Clone)]
+pub struct SecondImage<B: Backend> {
+    /// `[B, C, S, S]`: T2.
+    pub image: Tensor<B, 4>,
+    /// `[B, g, g]`
+    pub mask: Tensor<B, 3>,
+    /// `[B]` each: λ1 and λ2 of every pair.
+    pub lambda1: Tensor<B, 1>,
+    pub lambda2: Tensor<B, 1>,
 }
 
 /// The loss and its terms (scalars, `[1]`), plus what the reconstruction grid shows.
@@ -266,6 +378,8 @@ pub struct Output<B: Backend> {
     pub reconstruction: Tensor<B, 4>,
     pub first: Tensor<B, 4>,
     pub second: Option<Tensor<B, 4>>,
+    /// EESMM: the separation figures of Î1 and Î2 (`[1]` each; 1 = none, see [`separation`]).
+    pub separation: Option<[Tensor<B, 1>; 2]>,
 }
 
 /// `[B, g, g]` → `[B, g·f, g·f]`, each cell repeated `f x f`.
@@ -278,21 +392,25 @@ fn repeat_cells<B: Backend>(cells: Tensor<B, 3>, factor: usize) -> Tensor<B, 3> 
         .reshape([b, g * factor, g * factor])
 }
 
-/// Mean reconstruction error over masked pixels: `Σ M·err / (ΣM · C)`.
-fn masked_loss<B: Backend>(
-    pred: Tensor<B, 4>,
-    target: Tensor<B, 4>,
-    mask: Tensor<B, 4>,
-    kind: LossKind,
-) -> Tensor<B, 1> {
-    let channels = pred.dims()[1] as f64;
-    let diff = pred - target;
-    let err = match kind {
-        LossKind::L1 => diff.abs(),
-        LossKind::L2 => diff.powi_scalar(2),
+/// The share of each final token that shows image 1 and image 2: `[B, h, w, 2]`, from the
+/// patch-level masks `[B, H/p, W/p]` (1 = masked) averaged over each token's patches.
+fn ownership<B: Backend>(
+    masked1: Tensor<B, 3>,
+    masked2: Tensor<B, 3>,
+    stride: usize,
+) -> Tensor<B, 4> {
+    let shown = |masked: Tensor<B, 3>| {
+        let visible = (masked.neg() + 1.0).unsqueeze_dim::<4>(1); // [B, 1, H/p, W/p]
+        burn::tensor::module::avg_pool2d(
+            visible,
+            [stride, stride],
+            [stride, stride],
+            [0, 0],
+            true,
+            false,
+        )
     };
-    let masked = (err * mask.clone()).sum();
-    masked / (mask.sum().mul_scalar(channels).add_scalar(1e-5))
+    Tensor::cat(vec![shown(masked1), shown(masked2)], 1).permute([0, 2, 3, 1])
 }
 
 impl ObjectiveConfig {
@@ -301,86 +419,114 @@ impl ObjectiveConfig {
         model: &PretrainModel<B>,
         batch: DeviceBatch<B>,
     ) -> Output<B> {
+        match batch.second.clone() {
+            None => self.simmim(model, batch),
+            Some(second) => self.eesmm(model, batch.first, batch.mask1, second),
+        }
+    }
+
+    /// `[B, g, g]` cells → `[B, 1, S, S]` pixels.
+    fn pixels<B: Backend>(&self, cells: Tensor<B, 3>) -> Tensor<B, 4> {
+        repeat_cells(cells, self.mask_patch_size).unsqueeze_dim::<4>(1)
+    }
+
+    /// SimMIM: the whole image in, mask tokens on masked patches, predict the image.
+    fn simmim<B: SwinOps>(&self, model: &PretrainModel<B>, batch: DeviceBatch<B>) -> Output<B> {
+        let token_factor = self.mask_patch_size / model.encoder.config().patch_size;
+        let tokens = repeat_cells(batch.mask1.clone(), token_factor);
+        let features = model
+            .encoder
+            .forward_features(batch.first.clone(), Some(tokens));
+        let recon = model.decode(features, None);
+        let mask = self.pixels(batch.mask1);
+        let loss = masked_loss(recon.clone(), batch.first.clone(), mask, self.loss);
+        Output {
+            total: loss.clone(),
+            terms: vec![("first", loss)],
+            input: batch.first,
+            reconstruction: recon.clone(),
+            first: recon,
+            second: None,
+            separation: None,
+        }
+    }
+
+    /// EESMM: `λ1·T1⊙(1−M1) + λ2·T2⊙(1−M2)` encoded once, decoded into Î1 and Î2.
+    fn eesmm<B: SwinOps>(
+        &self,
+        model: &PretrainModel<B>,
+        t1: Tensor<B, 4>,
+        mask1: Tensor<B, 3>,
+        second: SecondImage<B>,
+    ) -> Output<B> {
         let config = model.encoder.config();
-        let pixel_factor = self.mask_patch_size;
-        let token_factor = self.mask_patch_size / config.patch_size;
-        let pixels = |cells: Tensor<B, 3>| repeat_cells(cells, pixel_factor).unsqueeze_dim::<4>(1); // [B, 1, S, S]
         let c = config.in_chans;
-        match batch.second {
-            None => {
-                // SimMIM: the whole image in, mask tokens on masked patches, predict the image.
-                let tokens = repeat_cells(batch.mask1.clone(), token_factor);
-                let features = model
-                    .encoder
-                    .forward_features(batch.first.clone(), Some(tokens));
-                let recon = model.decode(features);
-                let loss = masked_loss(
-                    recon.clone(),
-                    batch.first.clone(),
-                    pixels(batch.mask1),
-                    self.loss,
-                );
-                Output {
-                    total: loss.clone(),
-                    terms: vec![("first", loss)],
-                    input: batch.first,
-                    reconstruction: recon.clone(),
-                    first: recon,
-                    second: None,
-                }
-            }
-            Some((second, mask2)) => {
-                let (l1, l2) = (self.lambda1, self.lambda2);
-                let (m1, m2) = (pixels(batch.mask1.clone()), pixels(mask2.clone()));
-                let t1 = batch.first;
-                let mixed = t1.clone() * (m1.clone().neg() + 1.0) * l1
-                    + second.clone() * (m2.clone().neg() + 1.0) * l2;
-                let (t1_masked, t2_masked) = (
-                    repeat_cells(batch.mask1, token_factor),
-                    repeat_cells(mask2, token_factor),
-                ); // [B, H/p, W/p]
-                let both = t1_masked.clone() * t2_masked.clone();
-                let mut embedded = model.encoder.embed(mixed.clone(), Some(both.clone()));
-                if self.visibility_tokens {
-                    // 1 where only the first (resp. second) image is visible.
-                    let only_first = (t2_masked - both.clone()).unsqueeze_dim::<4>(3);
-                    let only_second = (t1_masked - both).unsqueeze_dim::<4>(3);
-                    embedded = embedded
-                        + only_first * model.only_first.val()
-                        + only_second * model.only_second.val();
-                }
-                let features = model.encoder.encode(embedded);
-                let out = model.decode(features);
-                let target_mix = t1.clone() * l1 + second.clone() * l2;
-                let (r1, r2, rmix) = match self.decomposition {
-                    Decomposition::Split => {
-                        let r1 = out.clone().narrow(1, 0, c);
-                        let r2 = out.narrow(1, c, c);
-                        let rmix = r1.clone() * l1 + r2.clone() * l2;
-                        (r1, r2, rmix)
-                    }
-                    Decomposition::Subtract => {
-                        let r1 = (out.clone() - second.clone() * l2) / l1;
-                        let r2 = (out.clone() - t1.clone() * l1) / l2;
-                        (r1, r2, out)
-                    }
+        let token_factor = self.mask_patch_size / config.patch_size;
+        let SecondImage {
+            image: t2,
+            mask: mask2,
+            lambda1,
+            lambda2,
+        } = second;
+        let (l1, l2) = (per_image(lambda1), per_image(lambda2)); // [B, 1, 1, 1]
+        let (m1, m2) = (self.pixels(mask1.clone()), self.pixels(mask2.clone()));
+        let mixed = t1.clone() * (m1.clone().neg() + 1.0) * l1.clone()
+            + t2.clone() * (m2.clone().neg() + 1.0) * l2.clone();
+        let (t1_masked, t2_masked) = (
+            repeat_cells(mask1, token_factor),
+            repeat_cells(mask2, token_factor),
+        ); // [B, H/p, W/p]
+        let both = t1_masked.clone() * t2_masked.clone();
+        let mut embedded = model.encoder.embed(mixed.clone(), Some(both.clone()));
+        if self.visibility_tokens {
+            // 1 where only the first (resp. second) image is visible.
+            let only_first = (t2_masked.clone() - both.clone()).unsqueeze_dim::<4>(3);
+            let only_second = (t1_masked.clone() - both).unsqueeze_dim::<4>(3);
+            embedded = embedded
+                + only_first * model.only_first.val()
+                + only_second * model.only_second.val();
+        }
+        let features = model.encoder.encode(embedded);
+        let shares = (self.masks == MaskPairing::Complementary).then(|| {
+            let stride = config.total_stride() / config.patch_size;
+            ownership(t1_masked, t2_masked, stride)
+        });
+        let out = model.decode(features, shares);
+        let target_mix = t1.clone() * l1.clone() + t2.clone() * l2.clone();
+        let (r1, r2, rmix) = match self.decomposition {
+            Decomposition::Split => {
+                let heads = (out.clone().narrow(1, 0, c), out.narrow(1, c, c));
+                let (r1, r2) = match self.assignment {
+                    Assignment::Fixed => heads,
+                    Assignment::Pit => assign_pit(heads, (&t1, &m1), (&t2, &m2), self.loss),
                 };
-                let union = m1.clone().max_pair(m2.clone());
-                let loss1 = masked_loss(r1.clone(), t1, m1, self.loss);
-                let loss2 = masked_loss(r2.clone(), second, m2, self.loss);
-                let loss_mix = masked_loss(rmix.clone(), target_mix, union, self.loss);
-                let w = &self.weights;
-                let total =
-                    loss1.clone() * w.first + loss2.clone() * w.second + loss_mix.clone() * w.mix;
-                Output {
-                    total,
-                    terms: vec![("first", loss1), ("second", loss2), ("mix", loss_mix)],
-                    input: mixed,
-                    reconstruction: rmix,
-                    first: r1,
-                    second: Some(r2),
-                }
+                let rmix = r1.clone() * l1 + r2.clone() * l2;
+                (r1, r2, rmix)
             }
+            Decomposition::Subtract => {
+                let r1 = (out.clone() - t2.clone() * l2.clone()) / l1.clone();
+                let r2 = (out.clone() - t1.clone() * l1) / l2;
+                (r1, r2, out)
+            }
+        };
+        let separation = [
+            separation(r1.clone(), t1.clone(), t2.clone(), m1.clone(), self.loss),
+            separation(r2.clone(), t2.clone(), t1.clone(), m2.clone(), self.loss),
+        ];
+        let union = m1.clone().max_pair(m2.clone());
+        let loss1 = masked_loss(r1.clone(), t1, m1, self.loss);
+        let loss2 = masked_loss(r2.clone(), t2, m2, self.loss);
+        let loss_mix = masked_loss(rmix.clone(), target_mix, union, self.loss);
+        let w = &self.weights;
+        let total = loss1.clone() * w.first + loss2.clone() * w.second + loss_mix.clone() * w.mix;
+        Output {
+            total,
+            terms: vec![("first", loss1), ("second", loss2), ("mix", loss_mix)],
+            input: mixed,
+            reconstruction: rmix,
+            first: r1,
+            second: Some(r2),
+            separation: Some(separation),
         }
     }
 }
@@ -409,8 +555,10 @@ mod tests {
             kind: ObjectiveKind::Eesmm,
             mask_patch_size: 4,
             mask_ratio: 0.5,
-            lambda1: 0.5,
-            lambda2: 0.5,
+            lambda1: MixWeight::Fixed(0.5),
+            lambda2: None,
+            masks: MaskPairing::Independent,
+            assignment: Assignment::Fixed,
             decomposition,
             loss: LossKind::L1,
             weights: LossWeights::default(),
@@ -514,24 +662,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn masked_loss_averages_over_masked_pixels_and_channels() {
-        let device = Default::default();
-        let pred = Tensor::<B, 4>::zeros([1, 2, 2, 2], &device);
-        let target = Tensor::<B, 4>::ones([1, 2, 2, 2], &device) * 3.0;
-        let mask = Tensor::<B, 4>::from_data(
-            TensorData::new(vec![1.0f32, 0.0, 0.0, 0.0], [1, 1, 2, 2]),
-            &device,
-        );
-        let l1 =
-            masked_loss(pred.clone(), target.clone(), mask.clone(), LossKind::L1).into_scalar();
-        let l2 = masked_loss(pred, target, mask, LossKind::L2).into_scalar();
-        assert!(
-            (l1 - 3.0).abs() < 1e-4 && (l2 - 9.0).abs() < 1e-3,
-            "{l1} {l2}"
-        );
-    }
-
     /// With `subtract`, a perfect mixture prediction reconstructs both images exactly.
     #[test]
     fn subtract_decomposition_recovers_both_images_from_the_mixture() {
@@ -545,19 +675,113 @@ mod tests {
         let t1 = Tensor::<B, 4>::random([2, 1, 8, 8], burn::tensor::Distribution::Default, &device);
         let t2 = Tensor::<B, 4>::random([2, 1, 8, 8], burn::tensor::Distribution::Default, &device);
         let mask = Tensor::<B, 3>::ones([2, 2, 2], &device);
-        let out = objective.forward(
-            &model,
-            DeviceBatch {
-                first: t1.clone(),
-                mask1: mask.clone(),
-                second: Some((t2.clone(), mask)),
-            },
-        );
+        let out = objective.forward(&model, pair_batch(t1.clone(), t2.clone(), mask, 0.5));
         // Î1 − T1 = (Î_c − 0.5·T1 − 0.5·T2) / 0.5 = Î2 − T2: one residual behind all terms.
         let r1 = out.first - t1;
         let r2 = out.second.unwrap() - t2;
         let diff: f32 = (r1 - r2).abs().max().into_scalar();
         assert!(diff < 1e-5, "{diff}");
         assert_eq!(out.terms.len(), 3);
+    }
+
+    /// A pair batch with equal masks for both images and one λ1 for every pair (λ2 = 1 − λ1).
+    fn pair_batch(
+        t1: Tensor<B, 4>,
+        t2: Tensor<B, 4>,
+        mask: Tensor<B, 3>,
+        lambda1: f32,
+    ) -> DeviceBatch<B> {
+        let b = t1.dims()[0];
+        let device = t1.device();
+        DeviceBatch {
+            first: t1,
+            mask1: mask.clone(),
+            second: Some(SecondImage {
+                image: t2,
+                mask,
+                lambda1: Tensor::full([b], lambda1, &device),
+                lambda2: Tensor::full([b], 1.0 - lambda1, &device),
+            }),
+        }
+    }
+
+    /// Every option together (drawn λ, complementary masks, PIT, visibility tokens): the
+    /// shapes of the outputs, finite losses, separation figures, and the decoder's ownership rows.
+    #[test]
+    fn symmetry_breaking_options_run_together() {
+        let device = Default::default();
+        let config = SwinConfig::from_yaml(
+            "img_size: 8\npatch_size: 2\nin_chans: 1\nembed_dim: 12\ndepths: [1, 1]\nnum_heads: [3, 3]\nwindow_size: 2\n",
+        )
+        .unwrap();
+        let objective = ObjectiveConfig {
+            lambda1: MixWeight::Range([0.1, 0.4]),
+            masks: MaskPairing::Complementary,
+            assignment: Assignment::Pit,
+            ..objective(Decomposition::Split)
+        };
+        objective.validate(&config).unwrap();
+        let model = PretrainModel::<B>::new(&config, &objective, &device);
+        assert_eq!(model.decoder_ownership.as_ref().unwrap().dims(), [2, 24]);
+        let t1 = Tensor::<B, 4>::random([3, 1, 8, 8], burn::tensor::Distribution::Default, &device);
+        let t2 = Tensor::<B, 4>::random([3, 1, 8, 8], burn::tensor::Distribution::Default, &device);
+        let mask1 = Tensor::<B, 3>::from_data(
+            TensorData::new([1.0f32, 0.0, 0.0, 1.0].repeat(3), [3, 2, 2]),
+            &device,
+        );
+        let mut batch = pair_batch(t1, t2, mask1.clone(), 0.3);
+        batch.second.as_mut().unwrap().mask = mask1.neg() + 1.0;
+        let out = objective.forward(&model, batch);
+        assert_eq!(out.first.dims(), [3, 1, 8, 8]);
+        assert_eq!(out.second.as_ref().unwrap().dims(), [3, 1, 8, 8]);
+        assert_eq!(out.input.dims(), [3, 1, 8, 8]);
+        for (name, term) in &out.terms {
+            let value = term.clone().into_scalar();
+            assert!(value.is_finite() && value > 0.0, "{name}: {value}");
+        }
+        for figure in out.separation.unwrap() {
+            let value = figure.into_scalar();
+            assert!(value.is_finite() && value > 0.0, "{value}");
+        }
+    }
+
+    /// λ1 drawn from a range stays in it and λ2 follows as 1 − λ1; bad ranges are refused.
+    #[test]
+    fn drawn_mixing_weights_stay_in_their_range() {
+        use rand::SeedableRng;
+        let model = SwinConfig::from_yaml(
+            "img_size: 8\npatch_size: 2\nembed_dim: 12\ndepths: [1]\nnum_heads: [3]\nwindow_size: 2\n",
+        )
+        .unwrap();
+        let drawn: ObjectiveConfig =
+            crate::yaml::from_str("mask_patch_size: 4\nlambda1: [0.1, 0.4]\n").unwrap();
+        drawn.validate(&model).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..100 {
+            let l1 = drawn.draw_lambda1(&mut rng);
+            assert!((0.1..=0.4).contains(&l1));
+            assert_eq!(drawn.lambda2_for(l1), 1.0 - l1);
+        }
+        let fixed: ObjectiveConfig = crate::yaml::from_str("mask_patch_size: 4\n").unwrap();
+        assert_eq!(fixed.lambda2_for(fixed.draw_lambda1(&mut rng)), 0.5);
+        for bad in ["[0.4, 0.1]", "[0.0, 0.5]", "[0.5, 1.0]"] {
+            let config: ObjectiveConfig =
+                crate::yaml::from_str(&format!("mask_patch_size: 4\nlambda1: {bad}\n")).unwrap();
+            let message = config.validate(&model).unwrap_err().to_string();
+            assert!(
+                message.contains("is not a range 0 < low ≤ high < 1"),
+                "{message}"
+            );
+        }
+        let wrong = crate::yaml::from_str::<ObjectiveConfig>("mask_patch_size: 4\nlambda1: high\n");
+        assert!(format!("{:#}", wrong.unwrap_err()).contains("a number or a range [low, high]"));
+        let pit_subtract: ObjectiveConfig =
+            crate::yaml::from_str("mask_patch_size: 4\nassignment: pit\ndecomposition: subtract\n")
+                .unwrap();
+        assert!(pit_subtract
+            .validate(&model)
+            .unwrap_err()
+            .to_string()
+            .contains("pit needs decomposition: split"));
     }
 }

@@ -13,10 +13,11 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::config::PretrainConfig;
-use super::mask::random_mask;
-use super::mix::warp;
+use super::mask::{complement, random_mask};
+use super::mix::{warp, Affine};
 use super::objective::{
-    no_weight_decay, DeviceBatch, ObjectiveConfig, ObjectiveKind, PretrainModel,
+    no_weight_decay, DeviceBatch, MaskPairing, ObjectiveConfig, ObjectiveKind, PretrainModel,
+    SecondImage,
 };
 use crate::data::loader::{host_batch, images_tensor, CropAugment, EpochSlices, ImageFormat};
 use crate::data::preprocess::Resize;
@@ -43,8 +44,24 @@ pub fn run(stage: &PretrainConfig, resume: Option<PathBuf>) -> Result<PathBuf> {
 struct HostPairs {
     first: Vec<f32>,
     mask1: Vec<f32>,
-    second: Option<(Vec<f32>, Vec<f32>)>,
+    second: Option<HostSecond>,
     batch: usize,
+}
+
+/// EESMM's second images `[B, C, S, S]`, their masks `[B, g, g]`, and λ1, λ2 per pair `[B]`.
+#[derive(Clone)]
+struct HostSecond {
+    images: Vec<f32>,
+    masks: Vec<f32>,
+    lambda1: Vec<f32>,
+    lambda2: Vec<f32>,
+}
+
+/// What is drawn for one encoder input: the warps A and B, the masks, and λ1.
+struct Draw {
+    warps: (Affine, Affine),
+    masks: Vec<Vec<f32>>,
+    lambda1: f32,
 }
 
 /// Everything a micro-batch needs, shared with the loader thread.
@@ -80,24 +97,19 @@ impl BatchSampler for Sampler {
         let plane = self.format.channels * self.format.size * self.format.size;
         let grid = self.format.size / self.objective.mask_patch_size;
         let mut rng = StdRng::seed_from_u64(step_seed(self.seed, micro));
-        let draws: Vec<_> = (0..self.batch)
-            .map(|_| {
-                let warps = self.objective.augment.sample(&mut rng, self.format.size);
-                let masks = (0..per_sample)
-                    .map(|_| random_mask(&mut rng, grid, self.objective.mask_ratio))
-                    .collect::<Vec<_>>();
-                (warps, masks)
-            })
+        let draws: Vec<Draw> = (0..self.batch)
+            .map(|_| self.draw(&mut rng, grid))
             .skip(rows.start)
             .take(rows.len())
             .collect();
         let batch = rows.len();
         let (c, s) = (self.format.channels, self.format.size);
         let image = |i: usize| &images[i * plane..(i + 1) * plane];
+        let masks = |k: usize| draws.iter().flat_map(|d| d.masks[k].clone()).collect();
         Ok(match self.objective.kind {
             ObjectiveKind::Simmim => HostPairs {
                 first: images.clone(),
-                mask1: draws.iter().flat_map(|(_, m)| m[0].clone()).collect(),
+                mask1: masks(0),
                 second: None,
                 batch,
             },
@@ -106,27 +118,54 @@ impl BatchSampler for Sampler {
                 let warped: Vec<(Vec<f32>, Vec<f32>)> = draws
                     .par_iter()
                     .enumerate()
-                    .map(|(i, ((a, b), _))| {
+                    .map(|(i, Draw { warps: (a, b), .. })| {
                         (warp(image(2 * i), c, s, a), warp(image(2 * i + 1), c, s, b))
                     })
                     .collect();
+                let lambda1: Vec<f32> = draws.iter().map(|d| d.lambda1).collect();
                 HostPairs {
-                    first: warped
-                        .iter()
-                        .flat_map(|(t1, _)| t1.iter().copied())
-                        .collect(),
-                    mask1: draws.iter().flat_map(|(_, m)| m[0].clone()).collect(),
-                    second: Some((
-                        warped
+                    first: warped.iter().flat_map(|(t1, _)| t1.clone()).collect(),
+                    mask1: masks(0),
+                    second: Some(HostSecond {
+                        images: warped.iter().flat_map(|(_, t2)| t2.clone()).collect(),
+                        masks: masks(1),
+                        lambda2: lambda1
                             .iter()
-                            .flat_map(|(_, t2)| t2.iter().copied())
+                            .map(|&l| self.objective.lambda2_for(l))
                             .collect(),
-                        draws.iter().flat_map(|(_, m)| m[1].clone()).collect(),
-                    )),
+                        lambda1,
+                    }),
                     batch,
                 }
             }
         })
+    }
+}
+
+impl Sampler {
+    /// One encoder input's warps, masks (one per image; the second the complement of the first
+    /// with `masks: complementary`) and λ1 (drawn only when it is a range).
+    fn draw(&self, rng: &mut StdRng, grid: usize) -> Draw {
+        let objective = &self.objective;
+        let warps = objective.augment.sample(rng, self.format.size);
+        let first = random_mask(rng, grid, objective.mask_ratio);
+        let masks = match (objective.images_per_sample(), objective.masks) {
+            (1, _) => vec![first],
+            (_, MaskPairing::Complementary) => {
+                let second = complement(&first);
+                vec![first, second]
+            }
+            (_, MaskPairing::Independent) => {
+                let second = random_mask(rng, grid, objective.mask_ratio);
+                vec![first, second]
+            }
+        };
+        let lambda1 = objective.draw_lambda1(rng);
+        Draw {
+            warps,
+            masks,
+            lambda1,
+        }
     }
 }
 
@@ -141,10 +180,16 @@ impl HostPairs {
         let images = |v: Vec<f32>| images_tensor::<B>(v, format, device);
         let masks =
             |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [b, grid, grid]), device);
+        let weights = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [b]), device);
         DeviceBatch {
             first: images(self.first),
             mask1: masks(self.mask1),
-            second: self.second.map(|(t2, m2)| (images(t2), masks(m2))),
+            second: self.second.map(|second| SecondImage {
+                image: images(second.images),
+                mask: masks(second.masks),
+                lambda1: weights(second.lambda1),
+                lambda2: weights(second.lambda2),
+            }),
         }
     }
 }
@@ -202,7 +247,7 @@ impl<B: TrainBackend> Task<B> for PretrainTask<'_, B> {
             images_per_sample: self.stage.objective.images_per_sample(),
             ema: None,
             stage: serde_json::to_value(self.stage)?,
-            title: format!("{:?} pretraining", self.stage.objective.kind),
+            title: format!("{} pretraining", self.stage.objective.kind.name()),
         })
     }
 
@@ -248,21 +293,42 @@ impl<B: TrainBackend> Task<B> for PretrainTask<'_, B> {
         }
     }
 
-    /// `recon_epochNNN.png` of a fixed batch.
+    /// `recon_epochNNN.png` of a fixed batch and, for EESMM, its separation figures in
+    /// `metrics.jsonl`.
     fn end_of_epoch(
         &mut self,
         weights: &Weights<B, PretrainModel<B>>,
         epoch: usize,
-        _step: usize,
-        _metrics: &MetricsLog,
+        step: usize,
+        metrics: &MetricsLog,
     ) -> Result<()> {
         let preview = self.preview.as_ref().context("no preview batch drawn")?;
         let path = self
             .stage
             .out_dir
             .join(format!("recon_epoch{epoch:03}.png"));
-        write_preview::<B>(&path, weights, &self.objective(), preview, &self.device)
+        let figures = write_preview::<B>(&path, weights, &self.objective(), preview, &self.device)?;
+        if let Some([first, second]) = figures {
+            metrics.append(&SeparationRecord {
+                step,
+                epoch,
+                separation_first: first,
+                separation_second: second,
+            })?;
+            println!("epoch {epoch}: separation Î1 {first:.2}, Î2 {second:.2} (1 = none)");
+        }
+        Ok(())
     }
+}
+
+/// EESMM's separation figures on the preview batch at the end of an epoch (see
+/// [`super::losses::separation`]).
+#[derive(serde::Serialize)]
+struct SeparationRecord {
+    step: usize,
+    epoch: usize,
+    separation_first: f64,
+    separation_second: f64,
 }
 
 /// The pretraining loss of a micro-batch, on any replica.
@@ -278,9 +344,14 @@ impl<B: TrainBackend> Objective<B, PretrainModel<B>, HostPairs> for PairLoss {
     fn loss(&self, model: &PretrainModel<B>, host: HostPairs, device: &B::Device) -> StepLoss<B> {
         let batch = host.into_device(&self.format, self.grid, device);
         let output = self.objective.forward(model, batch);
+        let monitors = match output.separation {
+            Some([first, second]) => vec![("separation", (first + second) / 2.0)],
+            None => Vec::new(),
+        };
         StepLoss {
             total: output.total,
             terms: output.terms,
+            monitors,
         }
     }
 }
@@ -289,18 +360,24 @@ impl<B: TrainBackend> Objective<B, PretrainModel<B>, HostPairs> for PairLoss {
 /// their masked versions, the encoder input, its reconstruction, then Î1 and Î2 pasted into
 /// their images' masked cells (visible cells show the image, as in MAE's and SimMIM's figures:
 /// only masked cells are trained). SimMIM: image, masked image, reconstruction pasted the same way.
+/// Returns EESMM's separation figures of the batch (Î1, Î2), which the grid's caption shows.
 fn write_preview<B: TrainBackend>(
     path: &Path,
     weights: &PretrainModel<B::InnerBackend>,
     loss: &PairLoss,
     preview: &HostPairs,
     device: &B::Device,
-) -> Result<()> {
+) -> Result<Option<[f64; 2]>> {
     let (objective, format, grid) = (&loss.objective, &loss.format, loss.grid);
     let batch = preview
         .clone()
         .into_device::<B::InnerBackend>(format, grid, device);
     let out = objective.forward(weights, batch);
+    let figures = out
+        .separation
+        .map(|pair| pair.map(|t| t.into_scalar().elem::<f64>()));
+    let caption = figures
+        .map(|[first, second]| format!("separation Î1 {first:.2}, Î2 {second:.2} (1 = none)"));
     let rows = preview.batch.min(4);
     let (size, plane) = (format.size, format.channels * format.size * format.size);
     let to_rows = |images: &[f32]| -> Vec<Vec<f32>> {
@@ -332,7 +409,14 @@ fn write_preview<B: TrainBackend>(
     };
     let (first, mask1) = (&preview.first, &preview.mask1);
     let columns = match (&preview.second, out.second) {
-        (Some((second, mask2)), Some(second_out)) => vec![
+        (
+            Some(HostSecond {
+                images: second,
+                masks: mask2,
+                ..
+            }),
+            Some(second_out),
+        ) => vec![
             to_rows(first),
             to_rows(second),
             paste(first, mask1, None),
@@ -357,7 +441,9 @@ fn write_preview<B: TrainBackend>(
         format.channels,
         format.size,
         &format.normalization,
-    )
+        caption.as_deref(),
+    )?;
+    Ok(figures)
 }
 
 /// The final encoder: burn record (`encoder.mpk`), timm-layout safetensors

@@ -20,10 +20,19 @@ use super::replicas::{Collective, Rank, StoppedByPeer};
 use super::report::{progress_bar, MetricsLog, StepRecord};
 use crate::interrupt::{self, Interrupted};
 
-/// The loss of one micro-batch: the weighted total (what is differentiated) and its named terms.
+/// The loss of one micro-batch: the weighted total (what is differentiated), its named terms,
+/// and named figures logged alongside but not trained on (monitors, e.g. EESMM's separation).
 pub struct StepLoss<B: Backend> {
     pub total: Tensor<B, 1>,
     pub terms: Vec<(&'static str, Tensor<B, 1>)>,
+    pub monitors: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+/// A step's logged means: `loss` and the terms, then the monitors.
+#[derive(Default)]
+struct Logged {
+    terms: Vec<(&'static str, f64)>,
+    monitors: Vec<(&'static str, f64)>,
 }
 
 /// Where a run is and how it is laid out in steps.
@@ -224,10 +233,16 @@ where
             }
             return Err(local.err().unwrap_or_else(|| StoppedByPeer { step }.into()));
         }
-        let (grads, local_terms) = local?;
-        let (names, values): (Vec<&'static str>, Vec<f64>) = local_terms.into_iter().unzip();
-        let terms: Vec<(&'static str, f64)> =
+        let (grads, local_means) = local?;
+        let split = local_means.terms.len();
+        let (names, values): (Vec<&'static str>, Vec<f64>) = local_means
+            .terms
+            .into_iter()
+            .chain(local_means.monitors)
+            .unzip();
+        let mut terms: Vec<(&'static str, f64)> =
             names.into_iter().zip(collective.mean(&values)?).collect();
+        let monitors = terms.split_off(split);
         if let Some((_, loss)) = terms.iter().find(|(_, v)| !v.is_finite()) {
             bar.abandon();
             bail!(
@@ -253,6 +268,7 @@ where
                 step: done,
                 epoch: done as f64 / plan.steps_per_epoch as f64,
                 losses: terms.iter().copied().collect(),
+                monitors: monitors.iter().copied().collect(),
                 lr,
                 grad_norm: stats.grad_norm,
                 images_per_s,
@@ -269,6 +285,7 @@ where
                 "{} lr {lr:.2e} {images_per_s:.0} img/s",
                 terms
                     .iter()
+                    .chain(&monitors)
                     .map(|(k, v)| format!("{k} {v:.4}"))
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -352,46 +369,49 @@ where
 }
 
 /// This replica's gradients of one optimizer step (the mean over `accumulation` micro-batches)
-/// and the means of the loss and its terms.
+/// and the means of the loss, its terms and the monitors.
 fn local_gradients<B, M, T>(
     model: &M,
     batches: &mut impl Iterator<Item = Result<T>>,
     accumulation: usize,
     loss_of: &impl Fn(&M, T, &B::Device) -> StepLoss<B>,
     device: &B::Device,
-) -> Result<(GradientsParams, Vec<(&'static str, f64)>)>
+) -> Result<(GradientsParams, Logged)>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
 {
     let mut accumulator = GradientsAccumulator::<M>::new();
-    let mut terms: Vec<(&'static str, f64)> = Vec::new();
+    let mut means = Logged::default();
     for _ in 0..accumulation {
         let batch = batches.next().context("the data loader stopped early")??;
         let output = loss_of(model, batch, device);
-        let loss = output.total.clone().into_scalar().elem::<f64>();
-        accumulate_terms(&mut terms, &output.terms, loss, accumulation);
+        let loss = ("loss", output.total.clone());
+        accumulate(
+            &mut means.terms,
+            [loss].iter().chain(&output.terms),
+            accumulation,
+        );
+        accumulate(&mut means.monitors, &output.monitors, accumulation);
         let grads = output.total.div_scalar(accumulation as f64).backward();
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
-    Ok((accumulator.grads(), terms))
+    Ok((accumulator.grads(), means))
 }
 
-/// Running means over the micro-batches of a step: `loss` (the weighted total) and each term.
-fn accumulate_terms<B: Backend>(
-    terms: &mut Vec<(&'static str, f64)>,
-    new: &[(&'static str, Tensor<B, 1>)],
-    loss: f64,
+/// Running means of named scalars over the `n` micro-batches of a step.
+fn accumulate<'a, B: Backend>(
+    means: &mut Vec<(&'static str, f64)>,
+    new: impl IntoIterator<Item = &'a (&'static str, Tensor<B, 1>)>,
     n: usize,
 ) {
-    let values = std::iter::once(("loss", loss)).chain(
-        new.iter()
-            .map(|(k, t)| (*k, t.clone().into_scalar().elem::<f64>())),
-    );
+    let values = new
+        .into_iter()
+        .map(|(k, t)| (*k, t.clone().into_scalar().elem::<f64>()));
     for (k, v) in values {
-        match terms.iter_mut().find(|(name, _)| *name == k) {
+        match means.iter_mut().find(|(name, _)| *name == k) {
             Some((_, sum)) => *sum += v / n as f64,
-            None => terms.push((k, v / n as f64)),
+            None => means.push((k, v / n as f64)),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::ema::Ema;
 use super::fit::{self, Hooks, Plan, Replica, StepLoss};
 use super::optim::{GroupedAdamW, OptimizerConfig};
 use super::replicas::Rank;
-use super::report::{plot_losses, MetricsLog, StepRecord};
+use super::report::{plot_metrics, MetricsLog, Panel, StepRecord};
 use crate::data::loader::{EpochSlices, Prefetcher};
 use crate::lock::RunLock;
 
@@ -173,6 +173,7 @@ where
         steps_per_epoch: plan.steps_per_epoch,
         title,
         loss_keys: Vec::new(),
+        monitor_keys: Vec::new(),
     };
     let model = fit::fit(
         &plan,
@@ -214,14 +215,16 @@ struct RunHooks<'t, B: AutodiffBackend, T: Task<B>> {
     run_dir: PathBuf,
     steps_per_epoch: usize,
     title: String,
-    /// The loss names of the steps (`loss` and the task's terms).
+    /// The loss names of the steps (`loss` and the task's terms), and their monitors' names.
     loss_keys: Vec<&'static str>,
+    monitor_keys: Vec<&'static str>,
 }
 
 impl<B: AutodiffBackend, T: Task<B>> Hooks<T::Model> for RunHooks<'_, B, T> {
     fn after_step(&mut self, model: &T::Model, record: &StepRecord) -> Result<()> {
         if self.loss_keys.is_empty() {
             self.loss_keys = record.losses.keys().copied().collect();
+            self.monitor_keys = record.monitors.keys().copied().collect();
         }
         if let Some(ema) = self.ema.take() {
             self.ema = Some(ema.update(&model.valid()));
@@ -245,10 +248,20 @@ impl<B: AutodiffBackend, T: Task<B>> Hooks<T::Model> for RunHooks<'_, B, T> {
         };
         let step = epoch * self.steps_per_epoch;
         self.task.end_of_epoch(&weights, epoch, step, metrics)?;
-        plot_losses(
+        let panels = [
+            Panel {
+                keys: &self.loss_keys,
+                y_label: "loss",
+            },
+            Panel {
+                keys: &self.monitor_keys,
+                y_label: "separation (1 = none)",
+            },
+        ];
+        plot_metrics(
             &self.run_dir.join("loss.png"),
             &metrics.records()?,
-            &self.loss_keys,
+            &panels,
             &self.title,
         )
     }

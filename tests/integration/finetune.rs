@@ -191,6 +191,45 @@ fn linear_probe_and_knn_judge_a_frozen_encoder() {
     assert!(dir.0.join("probe/linear_probe_confusion.png").exists());
 }
 
+/// The raw-pixel baselines on real Fashion-MNIST: a 20-NN and a logistic regression on the
+/// pixels of 500 class-balanced training images, judged on 1,000 test images, far above
+/// chance (10 %); pixels with weights is refused.
+#[test]
+fn probes_on_raw_pixels_are_the_baselines() {
+    let dir = TempDir::new("pixels");
+    let fmnist = "{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist";
+    let text = format!(
+        "model: models/swin-nano-32.yaml\nfeatures: pixels\nout_dir: {}\n\
+         train_data: {fmnist}, subset: {{images: 500, seed: 1}}}}\n\
+         test_data: {fmnist}, split: test, limit: 1000}}\n\
+         probe: {{epochs: 30, lr: 1.0e-3}}\nknn: {{k: 20}}\n",
+        dir.0.join("probe").display()
+    );
+    let config = write(&dir.0.join("pixels.yaml"), &text);
+    run_ok(&["knn", "--config", &config]);
+    run_ok(&["linear-probe", "--config", &config]);
+    for file in ["knn.json", "linear_probe.json"] {
+        let report = json(&dir.0.join("probe").join(file));
+        assert_eq!(report["images"], 1000);
+        let top1 = report["top1"].as_f64().unwrap();
+        assert!((0.6..1.0).contains(&top1), "{file}: top-1 {top1}");
+    }
+    let with_weights = write(
+        &dir.0.join("both.yaml"),
+        &format!(
+            "{text}weights: {}\n",
+            fixture("cls10.safetensors").display()
+        ),
+    );
+    let output = eesmm(&["knn", "--config", &with_weights]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("features: pixels judges the input pixels"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_fine_tuning_stages_name_the_file_and_field() {
     let dir = TempDir::new("ft-bad");
