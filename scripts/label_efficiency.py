@@ -29,7 +29,7 @@ FMNIST = os.environ.get("EESMM_FMNIST", "/usr/share/datasets/fashion-mnist")
 MODEL = "models/swin-nano-32.yaml"
 # Pretraining epochs over the 60,000 images: SimMIM's, and EESMM's for the same wall time (an
 # EESMM step costs about what a SimMIM step costs and consumes two images; `eesmm bench pretrain`).
-PRETRAIN_EPOCHS = {"simmim": 2, "eesmm": 4}
+PRETRAIN_EPOCHS = {"simmim": 1, "eesmm": 2}
 LABELS = [600, 6000, 60000]
 SEEDS = {600: [0, 1, 2], 6000: [0, 1, 2], 60000: [0]}
 # Fine-tuning: about the same number of images seen per run at 600 and 6,000 labels.
@@ -58,7 +58,7 @@ def pretrain_stage(kind):
         "model": MODEL, "seed": 0, "out_dir": str(OUT / f"pretrain-{kind}"),
         "data": train_data(60000, 0),
         "objective": objective,
-        "optimizer": {"base_lr": 2.0e-3, "warmup_epochs": 0.2, "min_lr": 1.0e-5,
+        "optimizer": {"base_lr": 1.0e-2, "warmup_epochs": 0.1, "min_lr": 1.0e-5,
                       "weight_decay": 0.05, "clip_grad": 5.0},
         "train": {"epochs": PRETRAIN_EPOCHS[kind], "batch_size": 64, "checkpoint_every": 200,
                   "log_every": 20},
@@ -66,7 +66,7 @@ def pretrain_stage(kind):
 
 
 # The objective options the quickstart ships (README, "Breaking the symmetry").
-EESMM_DEFAULTS = {"masks": "complementary", "visibility_tokens": True}
+EESMM_DEFAULTS = {"masks": "complementary", "mask_ratio": 0.5, "assignment": "pit"}
 
 
 def finetune_stage(name, pretraining, labels, seed):
@@ -74,8 +74,8 @@ def finetune_stage(name, pretraining, labels, seed):
         "model": MODEL, "seed": seed, "out_dir": str(OUT / name),
         "data": train_data(labels, seed, {"scale": [0.8, 1.0], "hflip": True}),
         "eval_data": TEST_DATA,
-        "optimizer": {"base_lr": 3.2e-2, "warmup_epochs": 0.1, "min_lr": 1.0e-5,
-                      "weight_decay": 0.05, "clip_grad": 5.0},
+        "optimizer": {"base_lr": 3.2e-2, "warmup_epochs": 0.1 * FINETUNE_EPOCHS[labels],
+                      "min_lr": 1.0e-5, "weight_decay": 0.05, "clip_grad": 5.0},
         "train": {"epochs": FINETUNE_EPOCHS[labels], "batch_size": 32,
                   "checkpoint_every": 500, "log_every": 20},
     }

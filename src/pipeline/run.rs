@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::record::{self, Done, Fingerprint, Metric};
+use super::record::{self, Done, Fingerprint};
 use super::resolve::{Pipeline, PlannedStage};
 use super::summary::{StageSummary, Status, Summary};
 use crate::interrupt::{self, Interrupted};
@@ -211,7 +211,7 @@ fn run_stage(run_dir: &Path, stage: &PlannedStage, force: bool) -> StageSummary 
         stage: stage.name.clone(),
         kind: stage.kind.into(),
         fingerprint,
-        metric: result.metric.map(|(name, value)| Metric { name, value }),
+        metric: result.metric,
         artifacts: result.artifacts,
         wall_s,
     };

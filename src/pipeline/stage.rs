@@ -28,10 +28,10 @@ impl Input {
 /// Named files a stage writes (`("encoder", "runs/q/pretrain/encoder.safetensors")`).
 pub type Outputs = Vec<(&'static str, PathBuf)>;
 
-/// What a finished stage reports: its key metric (e.g. `("loss", 0.41)`) and the files it wrote.
+/// What a finished stage reports: its key metric (e.g. `loss 0.41`) and the files it wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageResult {
-    pub metric: Option<(String, f64)>,
+    pub metric: Option<super::record::Metric>,
     pub artifacts: Vec<PathBuf>,
 }
 

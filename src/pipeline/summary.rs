@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::record::Metric;
+use super::record::{Metric, Unit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,20 +121,22 @@ impl Summary {
     }
 }
 
-/// Four significant digits, in scientific notation when small (errors) or large.
-fn number(value: f64) -> String {
-    if value != 0.0 && !(1e-3..1e5).contains(&value.abs()) {
-        format!("{value:.3e}")
-    } else {
-        format!("{value:.4}")
+/// A metric as people read it: `top-1 87.30 %`, `images 10`, or four significant digits (in
+/// scientific notation when small, as errors are, or large).
+fn shown(metric: &Metric) -> String {
+    let (name, value) = (&metric.name, metric.value);
+    match metric.unit {
+        Unit::Percent => format!("{name} {:.2} %", 100.0 * value),
+        Unit::Count => format!("{name} {value:.0}"),
+        Unit::Value if value != 0.0 && !(1e-3..1e5).contains(&value.abs()) => {
+            format!("{name} {value:.3e}")
+        }
+        Unit::Value => format!("{name} {value:.4}"),
     }
 }
 
 fn row(stage: &StageSummary) -> [String; 6] {
-    let metric = stage
-        .metric
-        .as_ref()
-        .map_or("-".into(), |m| format!("{} {}", m.name, number(m.value)));
+    let metric = stage.metric.as_ref().map_or("-".into(), shown);
     let wall = stage.wall_s.map_or("-".into(), |s| format!("{s:.1}s"));
     let artifacts = if stage.artifacts.is_empty() {
         "-".into()

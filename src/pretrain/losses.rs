@@ -20,10 +20,11 @@ pub enum LossKind {
 #[serde(rename_all = "snake_case")]
 pub enum Assignment {
     /// Head 1 reconstructs image 1, head 2 image 2 (the paper).
-    #[default]
     Fixed,
     /// Per pair, whichever of the two head-to-image assignments has the lower loss (the
-    /// permutation-invariant training of speech source separation).
+    /// permutation-invariant training of speech source separation). The default, with
+    /// complementary masks (README, "Breaking the symmetry").
+    #[default]
     Pit,
 }
 

@@ -58,9 +58,10 @@ pub enum Decomposition {
 #[serde(rename_all = "snake_case")]
 pub enum MaskPairing {
     /// M1 and M2 drawn independently (the paper).
-    #[default]
     Independent,
     /// `M2 = 1 − M1` (MixMIM): every cell shows exactly one image; the decoder is told which.
+    /// The default: it separates the two reconstructions best (README, "Breaking the symmetry").
+    #[default]
     Complementary,
 }
 

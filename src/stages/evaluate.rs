@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{ClassificationReport, EvalConfig, ProbeConfig};
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
+use crate::pipeline::{Input, Metric, Outputs, Stage, StageResult};
 
 impl Stage for EvalConfig {
     fn out_dir(&self) -> &Path {
@@ -108,7 +108,7 @@ fn probe_inputs(probe: &ProbeConfig) -> Vec<Input> {
 /// What an evaluating stage reports to the runner: top-1, and the report and confusion matrix it wrote.
 fn report_result(out_dir: &Path, name: &str, report: &ClassificationReport) -> StageResult {
     StageResult {
-        metric: Some(("top1".into(), report.top1)),
+        metric: Some(Metric::percent("top-1", report.top1)),
         artifacts: vec![
             out_dir.join(format!("{name}.json")),
             out_dir.join(format!("{name}_confusion.png")),

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::finetune::FinetuneConfig;
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
+use crate::pipeline::{Input, Metric, Outputs, Stage, StageResult};
 
 impl Stage for FinetuneConfig {
     fn out_dir(&self) -> &Path {
@@ -52,7 +52,7 @@ impl Stage for FinetuneConfig {
             artifacts.push(self.out_dir.join("eval_confusion.png"));
         }
         Ok(StageResult {
-            metric: report.map(|r| ("top1".to_string(), r.top1)),
+            metric: report.map(|r| Metric::percent("top-1", r.top1)),
             artifacts,
         })
     }

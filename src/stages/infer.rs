@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use crate::data::preprocess;
 use crate::fsutil::create_dir;
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
+use crate::pipeline::{Input, Metric, Outputs, Stage, StageResult};
 use crate::runtime::{infer, OnnxModel};
 
 /// Top-k classes of every image, one JSON line per image in `<out_dir>/predictions.jsonl`.
@@ -73,7 +73,7 @@ impl Stage for InferStage {
         let path = self.predictions_path();
         crate::fsutil::write_atomic(&path, lines.as_bytes())?;
         Ok(StageResult {
-            metric: Some(("images".into(), files.len() as f64)),
+            metric: Some(Metric::count("images", files.len())),
             artifacts: vec![path],
         })
     }

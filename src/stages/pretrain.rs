@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
+use crate::pipeline::{Input, Metric, Outputs, Stage, StageResult};
 use crate::pretrain::PretrainConfig;
 
 impl Stage for PretrainConfig {
@@ -35,7 +35,7 @@ impl Stage for PretrainConfig {
         crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
         crate::pretrain::run::run(self, None)?;
         Ok(StageResult {
-            metric: Some(("loss".into(), final_loss(&self.out_dir)?)),
+            metric: Some(Metric::value("loss", final_loss(&self.out_dir)?)),
             artifacts: vec![
                 self.out_dir.join("encoder.safetensors"),
                 self.out_dir.join("metrics.jsonl"),
@@ -45,14 +45,15 @@ impl Stage for PretrainConfig {
     }
 }
 
-/// The loss of the last line of `<out_dir>/metrics.jsonl`.
+/// The loss of the last step logged in `<out_dir>/metrics.jsonl` (epoch lines, such as EESMM's
+/// separation figures, come after it).
 fn final_loss(out_dir: &Path) -> Result<f64> {
     let path = out_dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    let last = text.lines().last().context("metrics.jsonl is empty")?;
-    let record: serde_json::Value = serde_json::from_str(last)?;
-    record["loss"]
-        .as_f64()
-        .with_context(|| format!("{}: no `loss` in the last line", path.display()))
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|record| record["loss"].as_f64())
+        .with_context(|| format!("{}: no line with a `loss`", path.display()))
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use crate::fsutil::create_dir;
 use crate::model::SwinConfig;
-use crate::pipeline::{Input, Outputs, Stage, StageResult};
+use crate::pipeline::{Input, Metric, Outputs, Stage, StageResult};
 use crate::runtime::verify::{self, VerifyOptions};
 
 /// ONNX Runtime against burn on random inputs (and `images`); fails above `tol`.
@@ -101,7 +101,7 @@ impl Stage for VerifyStage {
         crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)?;
         verify::ensure_passed(&report)?;
         Ok(StageResult {
-            metric: Some(("max_abs".into(), report.worst() as f64)),
+            metric: Some(Metric::value("max_abs", report.worst() as f64)),
             artifacts: vec![path],
         })
     }
