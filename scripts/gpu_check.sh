@@ -75,14 +75,15 @@ part() {
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 \
         >"$parts/$part_name.mem" 2>/dev/null &
     local sampler=$!
-    local start rc
-    start=$(date +%s.%N)
+    local start rc ms
+    start=$(date +%s%N)
     timeout -k 2 "$seconds" "$@" >"$parts/$part_name.out" 2>"$parts/$part_name.err"
     rc=$?
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
     kill "$sampler" 2>/dev/null
     wait "$sampler" 2>/dev/null
-    printf '{"rc": %d, "budget_s": %d, "wall_s": %.2f}\n' "$rc" "$seconds" \
-        "$(echo "$(date +%s.%N) - $start" | bc)" >"$parts/$part_name.meta"
+    printf '{"rc": %d, "budget_s": %d, "wall_s": %d.%03d}\n' "$rc" "$seconds" \
+        $((ms / 1000)) $((ms % 1000)) >"$parts/$part_name.meta"
 }
 
 # The folder holding a library the Python's packages ship (PyTorch's CUDA wheels carry NVRTC).

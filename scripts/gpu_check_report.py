@@ -152,7 +152,7 @@ def main():
         report["gpu"] = read(os.path.join(parts, "gpu.txt")).strip()
         names = sorted(os.path.basename(p)[: -len(".meta")] for p in glob.glob(os.path.join(parts, "*.meta")))
         report["parts"] = {name: part(parts, name) for name in names}
-        report["wall_s"] = sum(p["wall_s"] for p in report["parts"].values())
+        report["wall_s"] = round(sum(p["wall_s"] for p in report["parts"].values()), 2)
         report["parity"] = parity(parts)
         report["pretrain_200"] = loss_curve(os.path.join(out, "pretrain-200"))
         report["quickstart"] = quickstart(os.path.join(out, "quickstart"))
