@@ -54,6 +54,7 @@ def main():
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
 
     cfg = encoder_kwargs(a.preset)
@@ -63,20 +64,22 @@ def main():
     stride = cfg["patch_size"] * 2 ** (len(cfg["depths"]) - 1)
     grid, token_factor = s // stride, stride // cfg["patch_size"]
 
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
+
     def cells():  # [B, g, g] -> pixel mask [B, 1, S, S] and token mask [B, S/p, S/p]
-        m = (torch.rand(a.batch, grid, grid) < 0.6).float()
+        m = (torch.rand(a.batch, grid, grid, device=a.device) < 0.6).float()
         return (m.repeat_interleave(stride, 1).repeat_interleave(stride, 2).unsqueeze(1),
                 m.repeat_interleave(token_factor, 1).repeat_interleave(token_factor, 2))
 
     def run(eesmm):
-        model = Pretrain(cfg, 2 * c if eesmm else c).train()
+        model = Pretrain(cfg, 2 * c if eesmm else c).to(a.device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
 
         def step():
-            t1 = torch.randn(a.batch, c, s, s)
+            t1 = torch.randn(a.batch, c, s, s, device=a.device)
             m1, k1 = cells()
             if eesmm:
-                t2 = torch.randn(a.batch, c, s, s)
+                t2 = torch.randn(a.batch, c, s, s, device=a.device)
                 m2, k2 = cells()
                 mixed = 0.5 * t1 * (1 - m1) + 0.5 * t2 * (1 - m2)
                 out = model(mixed, k1 * k2)
@@ -89,17 +92,20 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
+            sync()
 
         return a.batch * (2 if eesmm else 1) / median_seconds(step, a.iters, a.warmup)
 
     eesmm, simmim = run(True), run(False)
     print(json.dumps({
         "model": a.preset,
-        "backend": f"torch {torch.__version__} / timm {timm.__version__} (cpu)",
+        "backend": f"torch {torch.__version__} / timm {timm.__version__} ({a.device})",
         "batch": a.batch,
         "threads": torch.get_num_threads(),
         "eesmm_images_per_s": round(eesmm, 2),
         "simmim_images_per_s": round(simmim, 2),
+        "peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 1e6, 1)
+        if a.device.startswith("cuda") else None,
     }))
 
 

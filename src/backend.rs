@@ -74,6 +74,36 @@ pub fn parse_devices(s: &str) -> Result<Vec<DeviceSpec>, String> {
     Ok(devices)
 }
 
+/// What `--device cuda` says in a build without the `cuda` feature.
+pub const NO_CUDA_IN_THIS_BUILD: &str = "this eesmm was built without CUDA, so --device cuda \
+     cannot run: rebuild it with `cargo build --release --features cuda` (the build needs no GPU; \
+     the CUDA driver and NVRTC are loaded when it runs)";
+
+/// The CUDA devices of `specs` (all `cuda:N`, see [`parse_devices`]), once the probe has found
+/// that the driver and NVRTC load, the driver initialises and has every GPU asked for; otherwise
+/// an error naming what is missing, before burn's backend would panic on it
+/// (see [`crate::cuda_probe`]).
+#[cfg(feature = "cuda")]
+pub fn cuda_devices(specs: &[DeviceSpec]) -> anyhow::Result<Vec<burn::backend::cuda::CudaDevice>> {
+    let indices: Vec<usize> = specs
+        .iter()
+        .filter_map(|spec| match spec {
+            DeviceSpec::Cuda(index) => Some(*index),
+            DeviceSpec::Cpu => None,
+        })
+        .collect();
+    anyhow::ensure!(
+        indices.len() == specs.len(),
+        "a device list mixes cpu and cuda"
+    );
+    let driver = crate::cuda_probe::probe(&indices)?;
+    tracing::info!("CUDA: {driver}");
+    Ok(indices
+        .into_iter()
+        .map(burn::backend::cuda::CudaDevice::new)
+        .collect())
+}
+
 /// Runs `$body` with `$B` bound to the autodiff backend of `$spec` and `$device` to its device,
 /// or (`each`) with `$devices` bound to the devices of a list from [`parse_devices`]:
 ///
@@ -93,27 +123,22 @@ macro_rules! with_backend {
                 $body
             }
             #[cfg(feature = "cuda")]
-            $crate::backend::DeviceSpec::Cuda(_) => {
-                type $B = burn::backend::Autodiff<$crate::backend::Cuda>;
-                let $devices: Vec<burn::tensor::Device<$B>> = specs
-                    .iter()
-                    .map(|spec| match spec {
-                        $crate::backend::DeviceSpec::Cuda(index) => {
-                            burn::backend::cuda::CudaDevice::new(*index)
-                        }
-                        $crate::backend::DeviceSpec::Cpu => unreachable!("one kind per list"),
-                    })
-                    .collect();
-                $body
-            }
+            $crate::backend::DeviceSpec::Cuda(_) => match $crate::backend::cuda_devices(specs) {
+                Err(e) => Err(e),
+                Ok($devices) => {
+                    type $B = burn::backend::Autodiff<$crate::backend::Cuda>;
+                    $body
+                }
+            },
             #[cfg(not(feature = "cuda"))]
             $crate::backend::DeviceSpec::Cuda(_) => Err(anyhow::anyhow!(
-                "this eesmm was built without CUDA: rebuild with `cargo build --release --features cuda`"
+                "{}",
+                $crate::backend::NO_CUDA_IN_THIS_BUILD
             )),
         }
     }};
     ($spec:expr, |$B:ident, $device:ident| $body:expr) => {
-        $crate::with_backend!(each [$spec], |$B, devices| {
+        $crate::with_backend!(each[$spec], |$B, devices| {
             let $device = devices.into_iter().next().expect("one device");
             $body
         })

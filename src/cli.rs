@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::DeviceSpec;
 use crate::bench::ThroughputOptions;
-use crate::onnx::ExportOptions;
+use crate::onnx::{ExportOptions, Precision};
 use crate::runtime::bench::OnnxBenchOptions;
 use crate::runtime::infer::InferOptions;
 use crate::runtime::verify::VerifyOptions;
@@ -155,6 +155,9 @@ pub struct ExportArgs {
     /// Normalisation std per channel for the model card (default: the sidecar's, else ImageNet's).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
+    /// Weights and compute in fp32 or fp16 (inputs and outputs stay float32, through Casts).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Args)]
@@ -170,9 +173,10 @@ pub struct VerifyArgs {
     /// Real images (files or folders) to compare on, besides random inputs.
     #[arg(long, num_args = 1..)]
     pub images: Vec<PathBuf>,
-    /// Largest allowed absolute difference on any output.
-    #[arg(long, default_value_t = 1e-4)]
-    pub tol: f32,
+    /// Largest allowed absolute difference on any output (default 1e-4; an fp16 export: 1e-2
+    /// relative to the largest burn output).
+    #[arg(long)]
+    pub tol: Option<f32>,
     /// Random inputs, and the larger batch of the latency measurement.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -287,6 +291,7 @@ impl ExportArgs {
             labels: self.labels.clone(),
             mean: self.mean.clone(),
             std: self.std.clone(),
+            precision: self.precision,
         }
     }
 }

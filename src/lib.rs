@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod compare;
+pub mod cuda_probe;
 pub mod data;
 pub mod evaluate;
 pub mod finetune;

@@ -8,6 +8,7 @@ use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::Precision;
 use crate::data::preprocess::{ImageFormat, Interpolation, Resize};
 use crate::data::{Normalization, IMAGENET_NORMALIZATION};
 use crate::limits;
@@ -29,6 +30,8 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Graph output names.
     pub outputs: Vec<String>,
+    /// Weights and compute of the graph (inputs and outputs are float32 in both).
+    pub precision: Precision,
     pub model_config: SwinConfig,
     /// File name and SHA-256 of the checkpoint the weights were read from.
     pub source_checkpoint: String,
@@ -91,6 +94,7 @@ impl ModelCard {
             ("std", json(&self.std)),
             ("class_names", json(&self.class_names)),
             ("outputs", json(&self.outputs)),
+            ("precision", self.precision.to_string()),
             ("model_config", json(&self.model_config)),
             ("source_checkpoint", self.source_checkpoint.clone()),
             (
@@ -127,6 +131,7 @@ impl ModelCard {
             std: get(props, "std")?,
             class_names: get(props, "class_names")?,
             outputs: get(props, "outputs")?,
+            precision: precision(props)?,
             model_config: get(props, "model_config")?,
             source_checkpoint: text("source_checkpoint")?,
             source_checkpoint_sha256: text("source_checkpoint_sha256")?,
@@ -183,6 +188,16 @@ impl ModelCard {
             self.std
         );
         Ok(())
+    }
+}
+
+/// The card's `precision`: `fp32` or `fp16`; absent in exports from before fp16, which are fp32.
+fn precision(props: &HashMap<String, String>) -> Result<Precision> {
+    match props.get("precision") {
+        None => Ok(Precision::Fp32),
+        Some(text) => text
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("metadata `precision`: {e}")),
     }
 }
 
@@ -243,5 +258,24 @@ mod tests {
             "metadata `resize_shorter_side`: 18446744073709551615 is not in [image_size 28, 4194304]"
         );
         assert!(error_of("model_config", "{}").starts_with("metadata `model_config`: "));
+        assert_eq!(
+            error_of("precision", "fp8"),
+            "metadata `precision`: unknown precision 'fp8': expected fp32 or fp16"
+        );
+    }
+
+    #[test]
+    fn a_card_without_precision_is_fp32_and_fp16_reads_back() {
+        assert_eq!(
+            read_edited("precision", "fp16").unwrap().precision,
+            Precision::Fp16
+        );
+        let card = default_card(&micro(), Outputs::default(), 0);
+        let mut props: HashMap<String, String> = card.to_metadata().into_iter().collect();
+        props.remove("precision");
+        assert_eq!(
+            ModelCard::from_metadata(&props).unwrap().precision,
+            Precision::Fp32
+        );
     }
 }

@@ -1,14 +1,19 @@
 //! A small ONNX graph builder over the generated `proto` types: named float/int64 initializers,
 //! nodes with generated output names, typed graph inputs/outputs, and the model wrapper
-//! (IR version, opset, metadata).
+//! (IR version, opset, metadata). Float initializers and the compute between the graph's inputs
+//! and outputs are of the builder's [`Precision`]; inputs and outputs are float32 either way.
 
 use std::collections::HashSet;
+
+use anyhow::{bail, Result};
+use burn::tensor::f16;
 
 use super::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use super::Precision;
 
 /// ONNX IR version 8 (ONNX 1.10+) with the default-domain opset 17 (LayerNormalization).
 pub const IR_VERSION: i64 = 8;
@@ -51,6 +56,7 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
     proto
 }
 
+/// A float32 value of the graph's interface (inputs and outputs are float32 in every precision).
 fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -77,9 +83,43 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
     }
 }
 
+/// A node `Cast(input) -> output` to the ONNX element type `to`.
+fn cast(input: &str, output: &str, to: DataType) -> NodeProto {
+    NodeProto {
+        op_type: Some("Cast".into()),
+        name: Some(format!("{output}/Cast")),
+        input: vec![input.to_string()],
+        output: vec![output.to_string()],
+        attribute: vec![attribute("to", Attr::Int(to as i64))],
+        ..Default::default()
+    }
+}
+
+/// `values` as little-endian bytes of `precision`; the first value float16 cannot hold (beyond
+/// ±65504, which would become an infinity) is an error.
+fn encode_floats(precision: Precision, values: &[f32]) -> Result<Vec<u8>, f32> {
+    match precision {
+        Precision::Fp32 => Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        Precision::Fp16 => values
+            .iter()
+            .map(|&v| {
+                let h = f16::from_f32(v);
+                if h.is_finite() || !v.is_finite() {
+                    Ok(h.to_le_bytes())
+                } else {
+                    Err(v)
+                }
+            })
+            .collect::<Result<Vec<[u8; 2]>, f32>>()
+            .map(|halves| halves.concat()),
+    }
+}
+
 /// Accumulates the nodes and initializers of one graph, in topological order.
-#[derive(Default)]
 pub struct GraphBuilder {
+    precision: Precision,
+    /// The first initializer whose values do not fit `precision`, reported by `into_model`.
+    overflow: Option<String>,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
@@ -90,16 +130,40 @@ pub struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    /// Declares a float32 graph input.
-    pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
-        self.inputs.push(value_info(name, dims));
-        name.to_string()
+    /// An empty graph whose weights and compute are of `precision`.
+    pub fn new(precision: Precision) -> Self {
+        Self {
+            precision,
+            overflow: None,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            constants: HashSet::new(),
+            next_id: 0,
+        }
     }
 
-    /// Marks `value` as a float32 graph output called `name` (through an Identity when the
-    /// names differ).
+    /// Declares a float32 graph input; returns the value the graph computes on (the input
+    /// itself, or its Cast to the builder's precision).
+    pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
+        self.inputs.push(value_info(name, dims));
+        match self.precision {
+            Precision::Fp32 => name.to_string(),
+            precision => {
+                let compute = format!("{name}:{precision}");
+                self.nodes.push(cast(name, &compute, precision.data_type()));
+                compute
+            }
+        }
+    }
+
+    /// Marks `value` as a float32 graph output called `name`: through an Identity when the
+    /// names differ, or a Cast to float32 when the graph computes in another precision.
     pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
-        if value != name {
+        if self.precision != Precision::Fp32 {
+            self.nodes.push(cast(value, name, DataType::Float));
+        } else if value != name {
             self.nodes.push(NodeProto {
                 op_type: Some("Identity".into()),
                 name: Some(format!("{name}/Identity")),
@@ -111,7 +175,7 @@ impl GraphBuilder {
         self.outputs.push(value_info(name, dims));
     }
 
-    /// A float32 constant tensor, stored as raw little-endian bytes.
+    /// A constant tensor of the builder's precision, stored as raw little-endian bytes.
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         assert_eq!(
             dims.iter().product::<usize>(),
@@ -119,11 +183,22 @@ impl GraphBuilder {
             "{name}: shape {dims:?} does not match {} values",
             data.len()
         );
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw = match encode_floats(self.precision, data) {
+            Ok(raw) => raw,
+            Err(value) => {
+                self.overflow.get_or_insert_with(|| {
+                    format!(
+                        "{name} holds {value}, beyond float16's range (±65504): export it with \
+                         precision fp32"
+                    )
+                });
+                Vec::new()
+            }
+        };
         self.initializers.push(TensorProto {
             name: Some(name.to_string()),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: Some(DataType::Float as i32),
+            data_type: Some(self.precision.data_type() as i32),
             raw_data: Some(raw),
             ..Default::default()
         });
@@ -139,10 +214,12 @@ impl GraphBuilder {
         self.shared_constant(name, vec![values.len()], DataType::Int64, raw)
     }
 
-    /// A scalar (rank 0) float32 constant.
+    /// A scalar (rank 0) constant of the builder's precision (`value` is one of the model's own
+    /// constants, such as √2, which every precision holds).
     pub fn scalar(&mut self, value: f32) -> String {
-        let raw = value.to_le_bytes().to_vec();
-        self.shared_constant(format!("const_f32_{value:e}"), vec![], DataType::Float, raw)
+        let raw = encode_floats(self.precision, &[value]).expect("a constant within float16");
+        let name = format!("const_{}_{value:e}", self.precision);
+        self.shared_constant(name, vec![], self.precision.data_type(), raw)
     }
 
     fn shared_constant(
@@ -189,9 +266,17 @@ impl GraphBuilder {
         output
     }
 
-    /// Wraps the graph into a model with the given metadata (`metadata_props`).
-    pub fn into_model(self, graph_name: &str, metadata: Vec<(String, String)>) -> ModelProto {
-        ModelProto {
+    /// Wraps the graph into a model with the given metadata (`metadata_props`); an error when a
+    /// weight did not fit the precision.
+    pub fn into_model(
+        self,
+        graph_name: &str,
+        metadata: Vec<(String, String)>,
+    ) -> Result<ModelProto> {
+        if let Some(overflow) = self.overflow {
+            bail!("cannot export in {}: {overflow}", self.precision);
+        }
+        Ok(ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import: vec![OperatorSetIdProto {
                 domain: Some(String::new()),
@@ -215,6 +300,55 @@ impl GraphBuilder {
                 })
                 .collect(),
             ..Default::default()
-        }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_weights_are_half_the_bytes_and_an_overflow_names_the_weight() {
+        let mut g = GraphBuilder::new(Precision::Fp16);
+        g.weight("small", &[2], &[1.0, -0.5]);
+        let model = GraphBuilder::new(Precision::Fp16).into_model("m", vec![]);
+        assert!(model.is_ok());
+        let tensor = &g.initializers[0];
+        assert_eq!(tensor.data_type, Some(DataType::Float16 as i32));
+        assert_eq!(
+            tensor.raw_data.as_deref(),
+            Some(&[0x00, 0x3c, 0x00, 0xb8][..])
+        );
+        g.weight("layers.0.big", &[2], &[1.0, 1e5]);
+        let error = g.into_model("m", vec![]).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "cannot export in fp16: layers.0.big holds 100000, beyond float16's range (±65504): \
+             export it with precision fp32"
+        );
+    }
+
+    #[test]
+    fn fp16_graphs_cast_the_float32_input_and_outputs() {
+        let mut g = GraphBuilder::new(Precision::Fp16);
+        let x = g.input("images", &[Dim::Dynamic("batch")]);
+        let y = g.node("s", "Relu", &[&x], vec![]);
+        g.output(&y, "pooled", &[Dim::Dynamic("batch")]);
+        let graph = g.into_model("m", vec![]).unwrap().graph.unwrap();
+        let ops: Vec<(&str, &[String], &[String])> = graph
+            .node
+            .iter()
+            .map(|n| (n.op_type(), &n.input[..], &n.output[..]))
+            .collect();
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(ops[0].0, "Cast");
+        assert_eq!(ops[0].1, strings(&["images"]));
+        assert_eq!(ops[0].2, strings(&["images:fp16"]));
+        assert_eq!(ops[2].0, "Cast");
+        assert_eq!(ops[2].2, strings(&["pooled"]));
+        let to = |i: usize| graph.node[i].attribute[0].i;
+        assert_eq!(to(0), Some(DataType::Float16 as i64));
+        assert_eq!(to(2), Some(DataType::Float as i64));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod graph;
+pub mod precision;
 #[allow(clippy::all, clippy::pedantic, rustdoc::all, missing_docs)]
 pub mod proto;
 pub mod swin;
@@ -20,11 +21,13 @@ use crate::hash::sha256_file;
 use crate::model::saved::SavedModel;
 use crate::model::{architecture, load_model, Swin, SwinConfig};
 pub use card::ModelCard;
+pub use precision::Precision;
 pub use swin::Outputs;
 
-/// The serialized ONNX model of `model`, with `card` in its metadata.
+/// The serialized ONNX model of `model` in the card's precision, with `card` in its metadata.
 pub fn encode<B: Backend>(model: &Swin<B>, outputs: Outputs, card: &ModelCard) -> Result<Vec<u8>> {
-    Ok(swin::lower(model, outputs, card.to_metadata())?.encode_to_vec())
+    let graph = swin::lower(model, outputs, card.precision, card.to_metadata())?;
+    Ok(graph.encode_to_vec())
 }
 
 /// The graph outputs an export with `outputs` has, in order.
@@ -52,6 +55,7 @@ pub fn default_card(config: &SwinConfig, outputs: Outputs, classes: usize) -> Mo
         std,
         class_names: (0..classes).map(|i| format!("class_{i}")).collect(),
         outputs: output_names(outputs),
+        precision: Precision::Fp32,
         model_config: SwinConfig {
             num_classes: classes,
             drop_path_rate: 0.0,
@@ -83,6 +87,8 @@ pub struct ExportOptions {
     /// ImageNet's).
     pub mean: Option<Vec<f32>>,
     pub std: Option<Vec<f32>>,
+    /// Weights and compute in float32, or float16 (inputs and outputs stay float32).
+    pub precision: Precision,
 }
 
 /// Writes the ONNX file of `args` and prints what it holds.
@@ -99,6 +105,7 @@ pub fn export(args: &ExportOptions) -> Result<()> {
         feature_map: args.feature_map,
     };
     let mut card = default_card(&config, outputs, classes);
+    card.precision = args.precision;
     if let Some(saved) = saved {
         let resize = saved.resize_at(config.img_size);
         card.resize_shorter_side = resize.shorter_side;
@@ -152,9 +159,10 @@ pub fn export(args: &ExportOptions) -> Result<()> {
     let bytes = encode(&model, outputs, &card)?;
     crate::fsutil::write_atomic(&args.out, &bytes)?;
     println!(
-        "wrote {} ({:.1} MB): input images [batch, {}, {s}, {s}], outputs {}",
+        "wrote {} ({:.1} MB, {}): input images [batch, {}, {s}, {s}], outputs {} (float32)",
         args.out.display(),
         bytes.len() as f64 / 1e6,
+        card.precision,
         config.in_chans,
         card.outputs.join(", "),
         s = config.img_size

@@ -13,6 +13,7 @@ use burn::prelude::*;
 
 use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::ModelProto;
+use super::Precision;
 use crate::model::swin::{PatchEmbed, PatchMerging, SwinBlock};
 use crate::model::Swin;
 
@@ -243,10 +244,12 @@ fn attention<B: Backend>(
 }
 
 /// The ONNX model of `model`: input `images` `[batch, in_chans, H, W]`,
-/// outputs `pooled` and, as asked, `logits` / `features`; `metadata` goes to `metadata_props`.
+/// outputs `pooled` and, as asked, `logits` / `features` (all float32), with weights and compute
+/// in `precision`; `metadata` goes to `metadata_props`.
 pub fn lower<B: Backend>(
     model: &Swin<B>,
     outputs: Outputs,
+    precision: Precision,
     metadata: Vec<(String, String)>,
 ) -> anyhow::Result<ModelProto> {
     let config = model.config();
@@ -256,7 +259,7 @@ pub fn lower<B: Backend>(
     );
     let batch = Dim::Dynamic("batch");
     let side = config.img_size;
-    let mut g = GraphBuilder::default();
+    let mut g = GraphBuilder::new(precision);
     let images = g.input(
         "images",
         &[
@@ -297,5 +300,5 @@ pub fn lower<B: Backend>(
         let dims = [batch, Dim::Fixed(r), Dim::Fixed(r), Dim::Fixed(c)];
         g.output(&features, "features", &dims);
     }
-    Ok(g.into_model("eesmm_swin", metadata))
+    g.into_model("eesmm_swin", metadata)
 }

@@ -14,6 +14,7 @@ use super::{OnnxModel, Output};
 use crate::backend::Cpu;
 use crate::data::preprocess;
 use crate::model::{load_model, Swin, SwinConfig};
+use crate::onnx::Precision;
 
 /// The outputs an export can have, computed by burn: `pooled`, `logits`, `features`.
 pub fn burn_outputs(model: &Swin<Cpu>, images: Tensor<Cpu, 4>) -> Vec<Output> {
@@ -45,11 +46,42 @@ pub struct Comparison {
     pub relative: f32,
 }
 
+/// What a comparison is held to: its max-abs difference, or its relative one (max-abs / max
+/// |burn|, for fp16 exports, whose error grows with the outputs' size).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToleranceKind {
+    Absolute,
+    Relative,
+}
+
+impl ToleranceKind {
+    /// `--tol` (absolute) when given, else the default of the export's precision: 1e-4 absolute
+    /// for fp32; 1e-2 relative for fp16, whose measured worst is 2.0e-3 (README, "fp16").
+    pub fn resolve(tol: Option<f32>, precision: Precision) -> (Self, f32) {
+        match (tol, precision) {
+            (Some(tol), _) => (Self::Absolute, tol),
+            (None, Precision::Fp32) => (Self::Absolute, 1e-4),
+            (None, Precision::Fp16) => (Self::Relative, 1e-2),
+        }
+    }
+
+    fn measure(self, c: &Comparison) -> f32 {
+        match self {
+            Self::Absolute => c.max_abs,
+            Self::Relative => c.relative,
+        }
+    }
+}
+
 /// The whole report of `eesmm verify --json`.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub onnx: String,
+    /// The export's weights and compute (its model card's `precision`).
+    pub precision: Precision,
     pub tolerance: f32,
+    pub tolerance_kind: ToleranceKind,
     pub comparisons: Vec<Comparison>,
     pub latency: Vec<Latency>,
     pub passed: bool,
@@ -58,9 +90,14 @@ pub struct Report {
 impl Report {
     /// The largest absolute difference over every output and input set.
     pub fn worst(&self) -> f32 {
+        self.worst_by(ToleranceKind::Absolute)
+    }
+
+    /// The largest difference of the kind the tolerance is on.
+    fn worst_by(&self, kind: ToleranceKind) -> f32 {
         self.comparisons
             .iter()
-            .map(|c| c.max_abs)
+            .map(|c| kind.measure(c))
             .fold(0.0f32, f32::max)
     }
 }
@@ -98,8 +135,9 @@ pub struct VerifyOptions {
     pub model: Option<PathBuf>,
     /// Real images (files or folders) to compare on, besides random inputs.
     pub images: Vec<PathBuf>,
-    /// Largest allowed absolute difference on any output.
-    pub tol: f32,
+    /// Largest allowed absolute difference on any output; `None`: the default of the model
+    /// card's precision ([`ToleranceKind::resolve`]).
+    pub tol: Option<f32>,
     /// Random inputs, and the larger batch of the latency measurement.
     pub batch: usize,
     /// Timed runs per latency (the median is reported).
@@ -121,9 +159,13 @@ pub fn run(args: &VerifyOptions, json: bool) -> Result<()> {
 /// An error when ONNX Runtime and burn differ by more than the tolerance.
 pub fn ensure_passed(report: &Report) -> Result<()> {
     if !report.passed {
+        let kind = match report.tolerance_kind {
+            ToleranceKind::Absolute => "",
+            ToleranceKind::Relative => " relative to max |burn|",
+        };
         bail!(
-            "ONNX Runtime and burn differ by {:.3e}, above the tolerance {:.1e}",
-            report.worst(),
+            "ONNX Runtime and burn differ by {:.3e}{kind}, above the tolerance {:.1e}",
+            report.worst_by(report.tolerance_kind),
             report.tolerance
         );
     }
@@ -176,10 +218,17 @@ pub fn check(args: &VerifyOptions) -> Result<Report> {
         .into_iter()
         .map(|batch| latency(&mut onnx, &model, batch, 1, args.iters))
         .collect::<Result<Vec<_>>>()?;
-    let passed = comparisons.iter().all(|c| c.max_abs <= args.tol);
+    let precision = onnx.card.precision;
+    let (tolerance_kind, tolerance) = ToleranceKind::resolve(args.tol, precision);
+    // A NaN difference fails too: NaN <= x is false.
+    let passed = comparisons
+        .iter()
+        .all(|c| tolerance_kind.measure(c) <= tolerance);
     Ok(Report {
         onnx: args.onnx.display().to_string(),
-        tolerance: args.tol,
+        precision,
+        tolerance,
+        tolerance_kind,
         comparisons,
         latency,
         passed,
@@ -187,7 +236,10 @@ pub fn check(args: &VerifyOptions) -> Result<Report> {
 }
 
 pub fn print_report(report: &Report) {
-    println!("{}: ONNX Runtime vs burn", report.onnx);
+    println!(
+        "{} ({}): ONNX Runtime vs burn float32",
+        report.onnx, report.precision
+    );
     println!(
         "{:<24} {:<9} {:>11} {:>11}",
         "inputs", "output", "max abs", "relative"
@@ -203,5 +255,9 @@ pub fn print_report(report: &Report) {
         println!("{:>6} {:>12.2} {:>12.2}", l.batch, l.ort_ms, l.burn_ms);
     }
     let verdict = if report.passed { "ok" } else { "FAILED" };
-    println!("{verdict}: tolerance {:.1e}", report.tolerance);
+    let kind = match report.tolerance_kind {
+        ToleranceKind::Absolute => "max abs",
+        ToleranceKind::Relative => "relative",
+    };
+    println!("{verdict}: tolerance {:.1e} ({kind})", report.tolerance);
 }

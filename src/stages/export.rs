@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::model::SwinConfig;
-use crate::onnx::ExportOptions;
+use crate::onnx::{ExportOptions, Precision};
 use crate::pipeline::{Input, Outputs, Stage, StageResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,10 @@ pub struct ExportStage {
     pub mean: Option<Vec<f32>>,
     #[serde(default)]
     pub std: Option<Vec<f32>>,
+    /// `fp32` (default) or `fp16`: weights and compute; inputs and outputs stay float32. Left
+    /// out of the stage's record when fp32, so exports recorded before it stay up to date.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl ExportStage {
@@ -54,6 +58,7 @@ impl ExportStage {
             labels: self.labels.clone(),
             mean: self.mean.clone(),
             std: self.std.clone(),
+            precision: self.precision,
         }
     }
 }

@@ -6,8 +6,10 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use eesmm::model::load_model;
 use eesmm::npy;
-use eesmm::onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
-use eesmm::onnx::{default_card, encode, Outputs};
+use eesmm::onnx::proto::{
+    tensor_proto::DataType, tensor_shape_proto::dimension::Value, type_proto, ModelProto,
+};
+use eesmm::onnx::{default_card, encode, ModelCard, Outputs, Precision};
 use eesmm::runtime::verify::{burn_outputs, compare};
 use eesmm::runtime::{OnnxModel, Output};
 use prost::Message;
@@ -167,6 +169,74 @@ fn graph_is_opset_17_with_dynamic_batch_and_one_bias_constant_per_block() {
     // q, k, v are separate MatMuls: no Gather/Split on a packed qkv tensor.
     assert_eq!(count("Gather") + count("Split"), 0);
     assert_eq!(count("MatMul"), 6 * (3 + 2 + 1 + 2) + 2 + 1);
+}
+
+/// An fp16 export: every float initializer is FLOAT16, the file is about half the fp32 one, the
+/// float32 input is cast to float16 first and every output cast back; in ONNX Runtime (whose CPU
+/// EP inserts its own casts around the ops it has no float16 kernel for) it stays within fp16's
+/// tolerance of burn's float32 outputs, and finite.
+#[test]
+fn fp16_export_has_float16_weights_float32_io_and_stays_within_its_tolerance() {
+    let (model, config, fp32) = random_micro();
+    let card = ModelCard {
+        precision: Precision::Fp16,
+        ..default_card(&config, ALL, 10)
+    };
+    let fp16 = encode(&model, ALL, &card).unwrap();
+    let ratio = fp16.len() as f64 / fp32.len() as f64;
+    assert!((0.45..0.55).contains(&ratio), "fp16 / fp32 size {ratio}");
+
+    let graph = ModelProto::decode(fp16.as_slice()).unwrap().graph.unwrap();
+    let types = |data_type: DataType| {
+        graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == Some(data_type as i32))
+            .count()
+    };
+    assert_eq!(types(DataType::Float), 0);
+    assert!(
+        types(DataType::Float16) > 50,
+        "{}",
+        types(DataType::Float16)
+    );
+    let elem_type = |v: &eesmm::onnx::proto::ValueInfoProto| match &v.r#type.as_ref().unwrap().value
+    {
+        Some(type_proto::Value::TensorType(t)) => t.elem_type,
+        _ => None,
+    };
+    assert!(graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .all(|v| elem_type(v) == Some(DataType::Float as i32)));
+    let first = &graph.node[0];
+    assert_eq!(
+        (first.op_type(), &first.input[..]),
+        ("Cast", &["images".to_string()][..])
+    );
+    for output in ["pooled", "logits", "features"] {
+        let producer = graph.node.iter().find(|n| n.output[0] == output).unwrap();
+        assert_eq!(producer.op_type(), "Cast", "{output}");
+    }
+
+    let mut onnx = OnnxModel::from_bytes(&fp16).unwrap();
+    assert_eq!(onnx.card.precision, Precision::Fp16);
+    let batch = 3;
+    let shape = [batch, 3, config.img_size, config.img_size];
+    let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default());
+    let pixels = images.to_data().to_vec::<f32>().unwrap();
+    let ort = onnx.run(&pixels, batch).unwrap();
+    let comparisons = compare("random", &ort, &burn_outputs(&model, images)).unwrap();
+    assert_eq!(comparisons.len(), 3);
+    for c in comparisons {
+        eprintln!("fp16 vs burn f32: {c:?}");
+        // A NaN or infinity is an infinite difference: it fails these bounds too. fp16 is held
+        // to 1e-2 relative (verify's default for it); measured 6e-4 .. 8e-4.
+        assert!(c.max_abs.is_finite() && c.relative < 1e-2, "{c:?}");
+        // fp16 rounding shows: the fp32 export is at ~1e-6.
+        assert!(c.max_abs > 1e-5, "{c:?}");
+    }
 }
 
 /// The grayscale 28 px preset (window 7, clamped in its last stage): ORT matches burn, and

@@ -83,17 +83,22 @@ fn exported_model_passes_the_onnx_checker_full_check() {
          (scripts/test.sh creates .venv-test/ and sets it)",
     );
     let dir = TempDir::new("checker");
-    let path = export_fixture(&dir.0, "m.onnx", &["--head", "--feature-map"]);
     let script = "import sys, onnx\n\
                   m = onnx.load(sys.argv[1])\n\
                   onnx.checker.check_model(m, full_check=True)\n\
                   print('checked', m.ir_version, m.opset_import[0].version, len(m.graph.node))";
-    let output = Command::new(&python)
-        .args(["-c", script, path.to_str().unwrap()])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let stdout = success(&output);
-    assert!(stdout.starts_with("checked 8 17 "), "{stdout}");
+    // full_check infers every tensor's type: in fp16 it proves that no fp32 value is left
+    // between the input and output Casts.
+    for precision in ["fp32", "fp16"] {
+        let flags = ["--head", "--feature-map", "--precision", precision];
+        let path = export_fixture(&dir.0, &format!("{precision}.onnx"), &flags);
+        let output = Command::new(&python)
+            .args(["-c", script, path.to_str().unwrap()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        let stdout = success(&output);
+        assert!(stdout.starts_with("checked 8 17 "), "{precision}: {stdout}");
+    }
 }
 
 #[test]
@@ -149,6 +154,58 @@ fn verify_reports_errors_and_latency_and_fails_above_the_tolerance() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("above the tolerance 1.0e-9"), "{stderr}");
+}
+
+/// `export --precision fp16` then `verify`, as a user runs them: the card says fp16, verify picks
+/// fp16's tolerance (1e-2 relative to the largest burn output) and passes on the random batch
+/// and the photos, every difference finite; the file is about half the fp32 export's.
+#[test]
+fn fp16_export_verifies_in_ort_within_its_tolerance_at_half_the_size() {
+    let dir = TempDir::new("fp16");
+    let flags = ["--head", "--feature-map"];
+    let fp32 = export_fixture(&dir.0, "fp32.onnx", &flags);
+    let fp16 = export_fixture(
+        &dir.0,
+        "fp16.onnx",
+        &[&flags[..], &["--precision", "fp16"]].concat(),
+    );
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&fp16) / size(&fp32);
+    assert!((0.45..0.55).contains(&ratio), "fp16 / fp32 size {ratio}");
+    assert_eq!(
+        OnnxModel::load(&fp16).unwrap().card.precision,
+        eesmm::onnx::Precision::Fp16
+    );
+    let weights = fixture("cls10.safetensors");
+    let output = eesmm(&[
+        "verify",
+        fp16.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--images",
+        photos().to_str().unwrap(),
+        "--batch",
+        "4",
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&success(&output)).unwrap();
+    assert_eq!(report["precision"], "fp16");
+    let tolerance = report["tolerance"].as_f64().unwrap();
+    assert!((tolerance - 1e-2).abs() < 1e-9, "{tolerance}");
+    assert_eq!(report["tolerance_kind"], "relative");
+    assert_eq!(report["passed"], true);
+    let comparisons = report["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 6);
+    for c in comparisons {
+        eprintln!("fp16 verify: {c}");
+        // An infinity or NaN serialises as null: `expect` fails on it.
+        let max_abs = c["max_abs"].as_f64().expect("a finite difference");
+        let relative = c["relative"].as_f64().expect("a finite difference");
+        // Measured 1.1e-3 .. 2.0e-3 relative (max abs 1.9e-3 .. 9.1e-3, the features the largest).
+        assert!(max_abs > 0.0 && relative < 1e-2, "{c}");
+    }
 }
 
 #[test]
@@ -448,13 +505,20 @@ fn bench_onnx_reports_ort_and_burn_latency() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 2);
-    for (row, batch) in rows.iter().zip([1, 2]) {
+    // Per batch, the fp32 then the fp16 export, against one burn timing.
+    assert_eq!(rows.len(), 4);
+    let cases = [(1, "fp32"), (1, "fp16"), (2, "fp32"), (2, "fp16")];
+    for (row, (batch, precision)) in rows.iter().zip(cases) {
         assert_eq!(row["model"], "swin-micro-32");
         assert_eq!(row["batch"], batch);
+        assert_eq!(row["precision"], precision);
         assert!(row["ort_ms"].as_f64().unwrap() > 0.0);
         assert!(row["burn_ms"].as_f64().unwrap() > 0.0);
     }
+    assert_eq!(rows[0]["burn_ms"], rows[1]["burn_ms"]);
+    let megabytes = |row: &serde_json::Value| row["onnx_mb"].as_f64().unwrap();
+    let ratio = megabytes(&rows[1]) / megabytes(&rows[0]);
+    assert!((0.45..0.55).contains(&ratio), "fp16 / fp32 size {ratio}");
 }
 
 /// Non-UTF-8 file names, a truncated JPEG, a FIFO and a tiny image with a huge resize target in
