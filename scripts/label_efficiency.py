@@ -74,6 +74,7 @@ def finetune_stage(name, pretraining, labels, seed):
         "model": MODEL, "seed": seed, "out_dir": str(OUT / name),
         "data": train_data(labels, seed, {"scale": [0.8, 1.0], "hflip": True}),
         "eval_data": TEST_DATA,
+        "eval_every": FINETUNE_EPOCHS[labels],
         "optimizer": {"base_lr": 3.2e-2, "warmup_epochs": 0.1 * FINETUNE_EPOCHS[labels],
                       "min_lr": 1.0e-5, "weight_decay": 0.05, "clip_grad": 5.0},
         "train": {"epochs": FINETUNE_EPOCHS[labels], "batch_size": 32,

@@ -13,6 +13,10 @@ use crate::model::SwinConfig;
 use crate::train::config::{default_device, parse_training_devices, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
+fn default_eval_every() -> usize {
+    1
+}
+
 /// A fine-tuning stage: encoder + average pool + linear head, trained on labelled data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,9 +37,13 @@ pub struct FinetuneConfig {
     pub init: Option<PathBuf>,
     /// Training images (`data.augment` is the random resized crop + flip).
     pub data: DataConfig,
-    /// Held-out images, evaluated after every epoch and at the end (absent: no evaluation).
+    /// Held-out images, evaluated after every `eval_every` epochs and after the last (absent: no
+    /// evaluation).
     #[serde(default)]
     pub eval_data: Option<DataConfig>,
+    /// Epochs between evaluations on `eval_data` (default 1; long runs on few labels skip some).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
     /// Stochastic depth of the last block (overrides the preset's).
     #[serde(default)]
     pub drop_path_rate: Option<f64>,
@@ -68,6 +76,10 @@ impl FinetuneConfig {
     /// The settings, without looking for files (in a pipeline an earlier stage may write them).
     pub fn validate_settings(&self) -> Result<()> {
         self.model_config(1)?;
+        ensure!(
+            self.eval_every > 0,
+            "eval_every: 0 epochs between evaluations (at least 1)"
+        );
         self.data.validate("data")?;
         if let Some(eval_data) = &self.eval_data {
             eval_data.validate("eval_data")?;

@@ -270,7 +270,8 @@ impl<B: TrainBackend> Task<B> for FinetuneTask<'_, B> {
         }
     }
 
-    /// Evaluation on `eval_data` (if any): a record in `metrics.jsonl` and `accuracy.png`.
+    /// Evaluation on `eval_data` (if any) every `eval_every` epochs and after the last: a record
+    /// in `metrics.jsonl` and `accuracy.png`.
     fn end_of_epoch(
         &mut self,
         weights: &Weights<B, Swin<B>>,
@@ -281,6 +282,9 @@ impl<B: TrainBackend> Task<B> for FinetuneTask<'_, B> {
         let Some(set) = &self.eval_set else {
             return Ok(());
         };
+        if epoch % self.stage.eval_every != 0 && epoch != self.stage.train.epochs {
+            return Ok(());
+        }
         let report = evaluate(weights, set, &self.format, &self.device)?;
         metrics.append(&EvalRecord {
             step,

@@ -24,7 +24,8 @@ pub mod stage;
 pub mod summary;
 pub mod tree;
 
-pub use record::{Metric, Unit};
 pub use resolve::{Pipeline, PlannedStage};
 pub use run::{run, RunOptions};
-pub use stage::{find_kind, read_stage_file, Input, Kind, Outputs, Stage, StageResult};
+pub use stage::{
+    find_kind, read_stage_file, Input, Kind, Metric, Outputs, Stage, StageResult, Unit,
+};

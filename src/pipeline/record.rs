@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::stage::Input;
+use super::stage::{Input, Metric};
 use crate::fsutil::Walk;
 use crate::hash::sha256_hex;
 
@@ -19,50 +19,6 @@ use crate::hash::sha256_hex;
 pub struct Fingerprint {
     pub config_sha256: String,
     pub inputs: BTreeMap<String, String>,
-}
-
-/// A stage's key figure, e.g. `top-1 87.3 %` or `images 10`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub name: String,
-    pub value: f64,
-    #[serde(default)]
-    pub unit: Unit,
-}
-
-/// How a metric reads: a plain number, a fraction shown as %, or a count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    #[default]
-    Value,
-    Percent,
-    Count,
-}
-
-impl Metric {
-    pub fn value(name: &str, value: f64) -> Self {
-        Self {
-            name: name.into(),
-            value,
-            unit: Unit::Value,
-        }
-    }
-
-    /// A fraction in [0, 1], shown as a percentage.
-    pub fn percent(name: &str, fraction: f64) -> Self {
-        Self {
-            unit: Unit::Percent,
-            ..Self::value(name, fraction)
-        }
-    }
-
-    pub fn count(name: &str, count: usize) -> Self {
-        Self {
-            unit: Unit::Count,
-            ..Self::value(name, count as f64)
-        }
-    }
 }
 
 /// The record of a stage that finished.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A file or folder a stage reads: hashed to decide whether the stage is up to date, and checked
 /// to exist (unless an earlier stage writes it) before anything runs.
@@ -28,10 +28,54 @@ impl Input {
 /// Named files a stage writes (`("encoder", "runs/q/pretrain/encoder.safetensors")`).
 pub type Outputs = Vec<(&'static str, PathBuf)>;
 
+/// A stage's key figure, e.g. `top-1 87.3 %` or `images 10`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    #[serde(default)]
+    pub unit: Unit,
+}
+
+/// How a metric reads: a plain number, a fraction shown as %, or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    #[default]
+    Value,
+    Percent,
+    Count,
+}
+
+impl Metric {
+    pub fn value(name: &str, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            unit: Unit::Value,
+        }
+    }
+
+    /// A fraction in [0, 1], shown as a percentage.
+    pub fn percent(name: &str, fraction: f64) -> Self {
+        Self {
+            unit: Unit::Percent,
+            ..Self::value(name, fraction)
+        }
+    }
+
+    pub fn count(name: &str, count: usize) -> Self {
+        Self {
+            unit: Unit::Count,
+            ..Self::value(name, count as f64)
+        }
+    }
+}
+
 /// What a finished stage reports: its key metric (e.g. `loss 0.41`) and the files it wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageResult {
-    pub metric: Option<super::record::Metric>,
+    pub metric: Option<Metric>,
     pub artifacts: Vec<PathBuf>,
 }
 
