@@ -282,7 +282,7 @@ impl<B: TrainBackend> Task<B> for FinetuneTask<'_, B> {
         let Some(set) = &self.eval_set else {
             return Ok(());
         };
-        if epoch % self.stage.eval_every != 0 && epoch != self.stage.train.epochs {
+        if !epoch.is_multiple_of(self.stage.eval_every) && epoch != self.stage.train.epochs {
             return Ok(());
         }
         let report = evaluate(weights, set, &self.format, &self.device)?;
