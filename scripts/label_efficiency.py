@@ -19,7 +19,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "label-efficiency"
@@ -99,17 +98,13 @@ def probe_stage(name, pretraining, labels, seed):
 
 
 def run(binary, command, stage, done):
-    """Runs `eesmm COMMAND --config` on the stage unless `done` exists; returns its wall time."""
+    """Runs `eesmm COMMAND --config` on the stage unless `done` exists (a killed run resumes)."""
     out_dir = pathlib.Path(stage["out_dir"])
-    wall = out_dir / f"{command}.wall_s"
     if not (out_dir / done).exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         config = out_dir / f"{command}.yaml"
         config.write_text(json.dumps(stage, indent=1) + "\n")
-        start = time.time()
         subprocess.run([binary, command, "--config", str(config)], cwd=ROOT, check=True)
-        wall.write_text(f"{time.time() - start:.1f}\n")
-    return float(wall.read_text()) if wall.exists() else None
 
 
 def top1(path):
@@ -144,7 +139,7 @@ def main():
                        "finetune_top1": None}
                 if pretraining != "pixels":
                     stage = finetune_stage(f"finetune-{tag}", pretraining, labels, seed)
-                    row["finetune_wall_s"] = run(binary, "finetune", stage, "eval.json")
+                    run(binary, "finetune", stage, "eval.json")
                     row["finetune_top1"] = top1(OUT / f"finetune-{tag}" / "eval.json")
                 probe = probe_stage(f"probe-{tag}", pretraining, labels, seed)
                 run(binary, "linear-probe", probe, "linear_probe.json")

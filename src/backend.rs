@@ -1,9 +1,14 @@
-//! Which burn backend runs a command: `--device cpu` (burn's NdArray backend) or `--device cuda[:N]`
-//! (burn's CUDA backend, behind the `cuda` cargo feature). Commands are written once, generic
-//! over `B: AutodiffBackend`, and [`with_backend!`](crate::with_backend) picks the concrete type.
+//! Which burn backend runs a command: `--device cpu` (burn's NdArray backend), `--device cuda[:N]`
+//! (burn's CUDA backend, behind the `cuda` cargo feature) or `--device wgpu` (burn's wgpu backend
+//! on the default Vulkan adapter, behind the `wgpu` feature: the same cubecl kernels as CUDA, which
+//! CI runs on lavapipe, Mesa's Vulkan on the CPU). Commands are written once, generic over
+//! `B: AutodiffBackend`, and [`with_backend!`](crate::with_backend) picks the concrete type.
 
 use std::fmt;
 use std::str::FromStr;
+
+use burn::prelude::Backend;
+use burn_store::ModuleSnapshot;
 
 /// The CPU backend. NdArray measured faster than Flex for Swin on 2 cores (README, "Speed").
 pub type Cpu = burn::backend::NdArray;
@@ -12,12 +17,38 @@ pub type Cpu = burn::backend::NdArray;
 pub type CpuFlex = burn::backend::Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
+/// `model` (built on its device) with the weights `host` builds on the CPU right after seeding the
+/// CPU's generator with `seed`: one seed gives the same initial weights on every backend, as in
+/// PyTorch, where modules are built on the CPU and then moved. (Each backend has its own random
+/// generator; wgpu's and CUDA's draw other numbers than NdArray's from the same seed.) On the CPU
+/// the result is the plain build's.
+pub fn initialised_on_cpu<B: Backend, M: ModuleSnapshot<B>, H: ModuleSnapshot<Cpu>>(
+    seed: u64,
+    host: impl FnOnce(&burn::tensor::Device<Cpu>) -> H,
+    mut model: M,
+) -> anyhow::Result<M> {
+    let device = Default::default();
+    Cpu::seed(&device, seed);
+    let weights = host(&device).collect(None, None, false);
+    let result = model.apply(weights, None, None, false);
+    anyhow::ensure!(
+        result.errors.is_empty() && result.missing.is_empty() && result.unused.is_empty(),
+        "moving the initial weights from the CPU to the device: {:?}",
+        result
+    );
+    Ok(model)
+}
 
 /// A device named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    /// The default wgpu adapter (one device: wgpu runs no data-parallel replicas here).
+    Wgpu,
 }
 
 impl FromStr for DeviceSpec {
@@ -27,11 +58,12 @@ impl FromStr for DeviceSpec {
         match s {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda(0)),
+            "wgpu" => Ok(Self::Wgpu),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device '{s}': expected cpu, cuda or cuda:N")),
+                .ok_or_else(|| format!("unknown device '{s}': expected cpu, cuda, cuda:N or wgpu")),
         }
     }
 }
@@ -41,6 +73,7 @@ impl fmt::Display for DeviceSpec {
         match self {
             Self::Cpu => write!(f, "cpu"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Wgpu => write!(f, "wgpu"),
         }
     }
 }
@@ -53,18 +86,24 @@ pub fn parse_devices(s: &str) -> Result<Vec<DeviceSpec>, String> {
         .split(',')
         .map(|name| name.trim().parse())
         .collect::<Result<Vec<DeviceSpec>, String>>()?;
+    let kind = |d: &DeviceSpec| std::mem::discriminant(d);
+    if devices.iter().any(|d| kind(d) != kind(&devices[0])) {
+        return Err(format!(
+            "'{s}' mixes device kinds: the replicas of one run share a backend"
+        ));
+    }
+    if devices.len() > 1 && devices[0] == DeviceSpec::Wgpu {
+        return Err(format!(
+            "'{s}': wgpu runs on one device (data-parallel replicas need cpu or cuda)"
+        ));
+    }
     let gpus: Vec<usize> = devices
         .iter()
         .filter_map(|d| match d {
             DeviceSpec::Cuda(n) => Some(*n),
-            DeviceSpec::Cpu => None,
+            _ => None,
         })
         .collect();
-    if !gpus.is_empty() && gpus.len() < devices.len() {
-        return Err(format!(
-            "'{s}' mixes cpu and cuda: the replicas of one run share a backend"
-        ));
-    }
     if let Some(n) = gpus
         .iter()
         .find(|n| gpus.iter().filter(|m| m == n).count() > 1)
@@ -73,6 +112,10 @@ pub fn parse_devices(s: &str) -> Result<Vec<DeviceSpec>, String> {
     }
     Ok(devices)
 }
+
+/// What `--device wgpu` says in a build without the `wgpu` feature.
+pub const NO_WGPU_IN_THIS_BUILD: &str = "this eesmm was built without wgpu, so --device wgpu \
+     cannot run: rebuild it with `cargo build --release --features wgpu`";
 
 /// What `--device cuda` says in a build without the `cuda` feature.
 pub const NO_CUDA_IN_THIS_BUILD: &str = "this eesmm was built without CUDA, so --device cuda \
@@ -89,7 +132,7 @@ pub fn cuda_devices(specs: &[DeviceSpec]) -> anyhow::Result<Vec<burn::backend::c
         .iter()
         .filter_map(|spec| match spec {
             DeviceSpec::Cuda(index) => Some(*index),
-            DeviceSpec::Cpu => None,
+            _ => None,
         })
         .collect();
     anyhow::ensure!(
@@ -135,6 +178,17 @@ macro_rules! with_backend {
                 "{}",
                 $crate::backend::NO_CUDA_IN_THIS_BUILD
             )),
+            #[cfg(feature = "wgpu")]
+            $crate::backend::DeviceSpec::Wgpu => {
+                type $B = burn::backend::Autodiff<$crate::backend::Wgpu>;
+                let $devices: Vec<burn::tensor::Device<$B>> = vec![Default::default()];
+                $body
+            }
+            #[cfg(not(feature = "wgpu"))]
+            $crate::backend::DeviceSpec::Wgpu => Err(anyhow::anyhow!(
+                "{}",
+                $crate::backend::NO_WGPU_IN_THIS_BUILD
+            )),
         }
     }};
     ($spec:expr, |$B:ident, $device:ident| $body:expr) => {
@@ -157,7 +211,8 @@ mod tests {
         assert!("gpu"
             .parse::<DeviceSpec>()
             .unwrap_err()
-            .contains("expected cpu, cuda or cuda:N"));
+            .contains("expected cpu, cuda, cuda:N or wgpu"));
+        assert_eq!("wgpu".parse(), Ok(DeviceSpec::Wgpu));
     }
 
     #[test]
@@ -170,7 +225,13 @@ mod tests {
         assert_eq!(parse_devices("cuda"), Ok(vec![DeviceSpec::Cuda(0)]));
         assert!(parse_devices("cpu,cuda:1")
             .unwrap_err()
-            .contains("mixes cpu and cuda"));
+            .contains("mixes device kinds"));
+        assert!(parse_devices("wgpu,cpu")
+            .unwrap_err()
+            .contains("mixes device kinds"));
+        assert!(parse_devices("wgpu,wgpu")
+            .unwrap_err()
+            .contains("wgpu runs on one device"));
         assert!(parse_devices("cuda:1,cuda:1")
             .unwrap_err()
             .contains("lists cuda:1 twice"));

@@ -12,4 +12,6 @@ mod integration {
     mod pretrain;
     mod runtime;
     mod weights;
+    #[cfg(feature = "wgpu")]
+    mod wgpu;
 }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::augment::{random_erase, FinetuneAugment};
 use super::config::FinetuneConfig;
+use crate::backend::{initialised_on_cpu, Cpu};
 use crate::data::loader::{
     image_rng, images_tensor, to_tensor_data, CropAugment, EpochSlices, ImageFormat,
 };
@@ -118,9 +119,10 @@ fn soft_cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2>) -
 fn initial_model<B: Backend>(
     config: &SwinConfig,
     init: Option<&Path>,
+    seed: u64,
     device: &B::Device,
 ) -> Result<Swin<B>> {
-    let model = config.init::<B>(device);
+    let model = initialised_on_cpu(seed, |host| config.init::<Cpu>(host), config.init(device))?;
     let Some(path) = init else {
         return Ok(model);
     };
@@ -239,7 +241,12 @@ impl<B: TrainBackend> Task<B> for FinetuneTask<'_, B> {
     }
 
     fn initial_model(&self, device: &B::Device) -> Result<Swin<B>> {
-        initial_model(&self.config, self.stage.init.as_deref(), device)
+        initial_model(
+            &self.config,
+            self.stage.init.as_deref(),
+            self.stage.seed,
+            device,
+        )
     }
 
     /// AdamW with the learning rate of layer `i` scaled by `layer_decay^(top − i)`.

@@ -160,6 +160,9 @@ where
 #[cfg(feature = "cuda")]
 impl SwinOps for burn::backend::Cuda {}
 
+#[cfg(feature = "wgpu")]
+impl SwinOps for burn::backend::Wgpu {}
+
 #[cfg(feature = "flex")]
 impl SwinOps for burn::backend::Flex {}
 

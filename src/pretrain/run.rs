@@ -19,6 +19,7 @@ use super::objective::{
     no_weight_decay, DeviceBatch, MaskPairing, ObjectiveConfig, ObjectiveKind, PretrainModel,
     SecondImage,
 };
+use crate::backend::{initialised_on_cpu, Cpu};
 use crate::data::loader::{host_batch, images_tensor, CropAugment, EpochSlices, ImageFormat};
 use crate::data::preprocess::Resize;
 use crate::data::Dataset;
@@ -252,11 +253,12 @@ impl<B: TrainBackend> Task<B> for PretrainTask<'_, B> {
     }
 
     fn initial_model(&self, device: &B::Device) -> Result<PretrainModel<B>> {
-        Ok(PretrainModel::new(
-            &self.config,
-            &self.stage.objective,
-            device,
-        ))
+        let (config, objective) = (&self.config, &self.stage.objective);
+        initialised_on_cpu(
+            self.stage.seed,
+            |host| PretrainModel::<Cpu>::new(config, objective, host),
+            PretrainModel::new(config, objective, device),
+        )
     }
 
     fn optimizer(&self, model: &PretrainModel<B>) -> GroupedAdamW<B, PretrainModel<B>> {
