@@ -103,29 +103,36 @@ fn stage(dir: &Path, kind: &str, device: &str) -> PathBuf {
     path
 }
 
-/// Runs `eesmm KIND` on cpu and on wgpu from the same seed and compares the logged losses.
-fn losses_match(kind: &str, steps: usize) {
+/// Runs `eesmm KIND` on cpu and on wgpu from the same seed and compares every logged loss term
+/// and the gradient norm (the backward pass) step by step.
+fn losses_match(kind: &str, keys: &[&str], steps: usize) {
     let dir = TempDir::new(&format!("wgpu-{kind}"));
-    let losses = |device: &str| {
+    for device in ["cpu", "wgpu"] {
         let config = stage(&dir.0, kind, device);
         succeeded(eesmm(&[kind, "--config", config.to_str().unwrap()]));
-        metric(&dir.0.join(format!("{kind}-{device}")), "loss")
-    };
-    let (cpu, gpu) = (losses("cpu"), losses("wgpu"));
-    assert_eq!(cpu.len(), steps, "{cpu:?}");
-    let diff = relative_diff(&gpu, &cpu);
-    eprintln!("{kind}: wgpu {gpu:?}\n{kind}: cpu  {cpu:?}\nrelative |Δ| {diff:.2e}");
-    assert!(diff <= 1e-4, "{diff}");
+    }
+    for key in keys {
+        let values = |device: &str| metric(&dir.0.join(format!("{kind}-{device}")), key);
+        let (cpu, gpu) = (values("cpu"), values("wgpu"));
+        assert_eq!(cpu.len(), steps, "{key}: {cpu:?}");
+        let diff = relative_diff(&gpu, &cpu);
+        eprintln!("{kind} {key}: wgpu {gpu:?}, cpu {cpu:?}: relative |Δ| {diff:.2e}");
+        assert!(diff <= 1e-4, "{key}: {diff}");
+    }
 }
 
 #[test]
 fn three_eesmm_pretraining_steps_on_wgpu_match_ndarray() {
-    losses_match("pretrain", 3);
+    losses_match(
+        "pretrain",
+        &["loss", "first", "second", "mix", "grad_norm"],
+        3,
+    );
 }
 
 #[test]
 fn a_finetuning_step_on_wgpu_matches_ndarray() {
-    losses_match("finetune", 1);
+    losses_match("finetune", &["loss", "grad_norm"], 1);
 }
 
 #[test]
