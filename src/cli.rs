@@ -140,20 +140,45 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Machines (processes) in the run; each runs its `device:` list.
-    #[arg(long, env = "EESMM_NODES", default_value_t = 1, help_heading = "Multi-node")]
+    #[arg(
+        long,
+        env = "EESMM_NODES",
+        default_value_t = 1,
+        help_heading = "Multi-node"
+    )]
     pub nodes: usize,
     /// This machine's rank, 0..NODES-1; node 0 runs the orchestrator and writes every output.
-    #[arg(long, env = "EESMM_NODE_RANK", default_value_t = 0, help_heading = "Multi-node")]
+    #[arg(
+        long,
+        env = "EESMM_NODE_RANK",
+        default_value_t = 0,
+        help_heading = "Multi-node"
+    )]
     pub node_rank: usize,
     /// HOST:PORT of node 0's orchestrator (the same on every node).
-    #[arg(long, env = "EESMM_COORDINATOR", value_name = "HOST:PORT", help_heading = "Multi-node")]
+    #[arg(
+        long,
+        env = "EESMM_COORDINATOR",
+        value_name = "HOST:PORT",
+        help_heading = "Multi-node"
+    )]
     pub coordinator: Option<String>,
     /// HOST:PORT where the other nodes reach this node's data service (default: this machine's
     /// address towards the coordinator, port = the coordinator's + 1 + the node rank).
-    #[arg(long, env = "EESMM_NODE_ADDRESS", value_name = "HOST:PORT", help_heading = "Multi-node")]
+    #[arg(
+        long,
+        env = "EESMM_NODE_ADDRESS",
+        value_name = "HOST:PORT",
+        help_heading = "Multi-node"
+    )]
     pub node_address: Option<String>,
     /// Seconds a node waits for the others in one collective operation before it exits 1.
-    #[arg(long, env = "EESMM_NODE_TIMEOUT", default_value_t = 600, help_heading = "Multi-node")]
+    #[arg(
+        long,
+        env = "EESMM_NODE_TIMEOUT",
+        default_value_t = 600,
+        help_heading = "Multi-node"
+    )]
     pub node_timeout: u64,
 }
 

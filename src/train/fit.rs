@@ -15,8 +15,8 @@ use indicatif::ProgressBar;
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
-use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
 use super::nodes;
+use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
 use super::replicas::{Collective, Failure, NodeFailed, Rank, StoppedByPeer};
 use super::report::{progress_bar, MetricsLog, StepRecord};
 use crate::interrupt::{self, Interrupted};
@@ -244,8 +244,10 @@ where
             .into_iter()
             .chain(local_means.monitors)
             .unzip();
-        let mut terms: Vec<(&'static str, f64)> =
-            names.into_iter().zip(collective.mean(step, &values)?).collect();
+        let mut terms: Vec<(&'static str, f64)> = names
+            .into_iter()
+            .zip(collective.mean(step, &values)?)
+            .collect();
         let monitors = terms.split_off(split);
         if let Some((_, loss)) = terms.iter().find(|(_, v)| !v.is_finite()) {
             bar.abandon();

@@ -22,7 +22,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::replicas::Rank;
+/// Where a replica stands among the replicas of its run (on every node: its global rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rank {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Rank {
+    /// The only replica of a single-device run.
+    pub const SINGLE: Rank = Rank { index: 0, count: 1 };
+
+    /// Rank 0 writes metrics, checkpoints and plots.
+    pub fn is_main(&self) -> bool {
+        self.index == 0
+    }
+
+    /// This replica's rows of a micro-batch of `batch` samples (`batch` divides evenly).
+    pub fn rows(&self, batch: usize) -> std::ops::Range<usize> {
+        let share = batch / self.count;
+        self.index * share..(self.index + 1) * share
+    }
+
+    /// The seed of this replica's own randomness (drop path): rank 0 keeps `seed`, so a
+    /// single-device run draws what it always drew.
+    pub fn seed(&self, seed: u64) -> u64 {
+        seed ^ (self.index as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+    }
+}
 
 /// The most nodes a run takes (a guard against a wrapped negative number).
 const MAX_NODES: usize = 1 << 16;
@@ -123,9 +150,7 @@ impl Nodes {
     /// port + 1 + the node rank, on the address this machine reaches the coordinator from.
     pub fn from_options(options: &NodeOptions) -> Result<Self> {
         let NodeOptions {
-            nodes,
-            node_rank,
-            ..
+            nodes, node_rank, ..
         } = *options;
         ensure!(
             (1..=MAX_NODES).contains(&nodes),
@@ -228,7 +253,11 @@ fn local_host_towards(coordinator: &Endpoint) -> Result<String> {
     if target.ip().is_loopback() {
         return Ok(target.ip().to_string());
     }
-    let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let any = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let socket = UdpSocket::bind(any).context("finding this node's address")?;
     socket
         .connect(target)
@@ -266,12 +295,35 @@ pub fn start(options: &NodeOptions) -> Result<()> {
     let nodes = Nodes::from_options(options)?;
     configure(nodes.clone())?;
     if nodes.is_multi() {
+        quiet_disconnects();
         Nodes::check_port_free(nodes.address.port, "--node-address (the data service)")?;
         if nodes.rank == 0 {
             start_orchestrator(nodes.coordinator.port)?;
         }
     }
     Ok(())
+}
+
+/// burn-communication's data service panics (on its own server thread, which nothing waits on)
+/// when a peer's connection resets, as it does whenever another node's process exits, the end of
+/// every run included: that panic is logged as one line at debug level instead of a backtrace. A
+/// node lost mid-run is reported by the operation that needed it.
+fn quiet_disconnects() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_data_service = info
+            .location()
+            .is_some_and(|l| l.file().contains("burn-communication"));
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        match from_data_service && message.contains("ResetWithoutClosingHandshake") {
+            true => tracing::debug!("a peer node closed its connection: {message}"),
+            false => default(info),
+        }
+    }));
 }
 
 /// Runs burn-collective's global orchestrator on `port` for the rest of the process, on its own
@@ -303,7 +355,11 @@ pub struct Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        watchdog().armed.lock().expect("watchdog").remove(&self.ticket);
+        watchdog()
+            .armed
+            .lock()
+            .expect("watchdog")
+            .remove(&self.ticket);
     }
 }
 
@@ -359,7 +415,10 @@ mod tests {
     fn global_ranks_follow_node_then_device_and_ports_follow_the_coordinator() {
         let nodes = Nodes::from_options(&options(3, 2, Some("127.0.0.1:29500"))).unwrap();
         let ranks = nodes.ranks(2);
-        assert_eq!(ranks, vec![Rank { index: 4, count: 6 }, Rank { index: 5, count: 6 }]);
+        assert_eq!(
+            ranks,
+            vec![Rank { index: 4, count: 6 }, Rank { index: 5, count: 6 }]
+        );
         assert_eq!(nodes.node_of(ranks[1]), 2);
         assert_eq!(nodes.node_of(Rank { index: 1, count: 6 }), 0);
         assert_eq!(nodes.address.to_string(), "127.0.0.1:29503");
@@ -375,7 +434,9 @@ mod tests {
             error(options(2, 2, Some("127.0.0.1:29500"))),
             "--node-rank (EESMM_NODE_RANK): 2 is not below --nodes 2 (ranks are 0..1)"
         );
-        assert!(error(options(2, 0, None)).starts_with("--coordinator (EESMM_COORDINATOR): required"));
+        assert!(
+            error(options(2, 0, None)).starts_with("--coordinator (EESMM_COORDINATOR): required")
+        );
         assert_eq!(
             error(options(2, 0, Some("127.0.0.1"))),
             "--coordinator (EESMM_COORDINATOR): '127.0.0.1' is not HOST:PORT"
@@ -390,6 +451,8 @@ mod tests {
             error(bad),
             "--node-address (EESMM_NODE_ADDRESS): '127.0.0.1:x': the port 'x' is not a number in [1, 65535]"
         );
-        assert!(!Nodes::from_options(&options(1, 0, None)).unwrap().is_multi());
+        assert!(!Nodes::from_options(&options(1, 0, None))
+            .unwrap()
+            .is_multi());
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, ensure, Result};
 use burn::collective::{
-    all_reduce, finish_collective, register, reset_collective, AllReduceStrategy,
-    CollectiveConfig, CollectiveError, PeerId, ReduceOperation,
+    all_reduce, finish_collective, register, reset_collective, AllReduceStrategy, CollectiveConfig,
+    CollectiveError, PeerId, ReduceOperation,
 };
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -22,34 +22,7 @@ use burn::tensor::TensorPrimitive;
 
 use super::nodes::{self, Deadline, Nodes};
 
-/// Where a replica stands among the replicas of its run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rank {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Rank {
-    /// The only replica of a single-device run.
-    pub const SINGLE: Rank = Rank { index: 0, count: 1 };
-
-    /// Rank 0 writes metrics, checkpoints and plots.
-    pub fn is_main(&self) -> bool {
-        self.index == 0
-    }
-
-    /// This replica's rows of a micro-batch of `batch` samples (`batch` divides evenly).
-    pub fn rows(&self, batch: usize) -> std::ops::Range<usize> {
-        let share = batch / self.count;
-        self.index * share..(self.index + 1) * share
-    }
-
-    /// The seed of this replica's own randomness (drop path): rank 0 keeps `seed`, so a
-    /// single-device run draws what it always drew.
-    pub fn seed(&self, seed: u64) -> u64 {
-        seed ^ (self.index as u64).wrapping_mul(0xA24B_AED4_963E_E407)
-    }
-}
+pub use super::nodes::Rank;
 
 /// A replica stopped because another replica of its node failed; that replica reports the
 /// cause.
@@ -129,7 +102,13 @@ impl<B: AutodiffBackend> Collective<B> {
             drop(joined);
             config = config
                 .with_num_nodes(nodes.count as u32)
-                .with_global_address(nodes.coordinator.ws_url().parse().map_err(|e| anyhow!("{e}"))?)
+                .with_global_address(
+                    nodes
+                        .coordinator
+                        .ws_url()
+                        .parse()
+                        .map_err(|e| anyhow!("{e}"))?,
+                )
                 .with_node_address(nodes.address.ws_url().parse().map_err(|e| anyhow!("{e}"))?)
                 .with_data_service_port(nodes.address.port)
                 // The ring splits every tensor in one slice per node; a tree takes any shape.
@@ -203,7 +182,9 @@ impl<B: AutodiffBackend> Collective<B> {
         };
         model.visit(&mut mean);
         match mean.error {
-            Some(error) => Err(self.lost(&format!("the gradient all-reduce of step {step}"), error)),
+            Some(error) => {
+                Err(self.lost(&format!("the gradient all-reduce of step {step}"), error))
+            }
             None => Ok(mean.grads),
         }
     }
@@ -326,7 +307,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for MeanGradients<B> {
         let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
             return;
         };
-        match all_reduce::<B::InnerBackend>(self.peer, grad.into_primitive().tensor(), ReduceOperation::Mean) {
+        match all_reduce::<B::InnerBackend>(
+            self.peer,
+            grad.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        ) {
             Ok(mean) => self.grads.register::<B::InnerBackend, D>(
                 param.id,
                 Tensor::from_primitive(TensorPrimitive::Float(mean)),

@@ -546,7 +546,11 @@ fn two_nodes_train_like_two_local_replicas_and_survive_a_kill() {
     let started = std::time::Instant::now();
     two_nodes(&config, &dir.0, "nodes");
     let two_nodes_s = started.elapsed().as_secs_f64();
-    assert_eq!(metric(&dir.0.join("nodes"), "loss").len(), 8, "node 0 alone logs");
+    assert_eq!(
+        metric(&dir.0.join("nodes"), "loss").len(),
+        8,
+        "node 0 alone logs"
+    );
     let worst = |a: &Path, b: &Path| {
         let (a, b) = (tensors(a), tensors(b));
         assert_eq!(a.len(), b.len());
@@ -571,14 +575,20 @@ fn two_nodes_train_like_two_local_replicas_and_survive_a_kill() {
     let checkpoint = dir.0.join("killed/checkpoints/step_00000003/state.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !checkpoint.exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after 300 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     nodes[1].kill().unwrap();
     nodes[1].wait().unwrap();
     let (status, after_kill_s) = wait_within(&mut nodes[0], 90);
     let log = std::fs::read_to_string(&logs[0]).unwrap();
-    eprintln!("node 0 exited {:?} {after_kill_s:.1} s after node 1 was killed", status.code());
+    eprintln!(
+        "node 0 exited {:?} {after_kill_s:.1} s after node 1 was killed",
+        status.code()
+    );
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("node 1"), "{log}");
     assert!(!dir.0.join("killed/encoder.safetensors").exists());
@@ -587,5 +597,9 @@ fn two_nodes_train_like_two_local_replicas_and_survive_a_kill() {
     let log = std::fs::read_to_string(dir.0.join("resumed-node1.log")).unwrap();
     assert!(log.contains("resuming from"), "{log}");
     let difference = worst(&dir.0.join("killed/encoder.safetensors"), &nodes_encoder);
-    assert!(difference < 1e-4, "resumed: encoders differ by {difference}");
+    eprintln!("resumed after the kill vs uninterrupted: encoders differ by {difference:.1e}");
+    assert!(
+        difference < 1e-4,
+        "resumed: encoders differ by {difference}"
+    );
 }
