@@ -603,3 +603,46 @@ fn two_nodes_train_like_two_local_replicas_and_survive_a_kill() {
         "resumed: encoders differ by {difference}"
     );
 }
+
+/// The image the second replica cannot decode, now on node 1 of a two-node run: node 1 exits 1
+/// with the decode error, and node 0 exits 1 naming node 1 and that cause (carried by the
+/// step's agreement), at the same step.
+#[test]
+fn a_node_that_cannot_decode_an_image_stops_the_other_with_its_cause() {
+    let dir = TempDir::new("nodes-badimage");
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..32u32 {
+        let image = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y * i) as u8]));
+        image.save(images.join(format!("{i:02}.png"))).unwrap();
+    }
+    // As in `a_replica_that_cannot_decode_an_image_stops_the_run`: global replica 1 (node 1)
+    // takes positions 12..16 of the epoch's order at the second step.
+    let victim = images.join(format!(
+        "{:02}.png",
+        eesmm::data::loader::epoch_order(32, 0, 0)[12]
+    ));
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let config = data_parallel_stage(&dir.0, "bad", "cpu", 32);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: 32}",
+        &format!("{{dataset: unlabelled_folder, root: {}}}", images.display()),
+    );
+    std::fs::write(&config, text.replace("batch_size: 16", "batch_size: 4")).unwrap();
+    let port = free_ports();
+    let logs = [0, 1].map(|r| dir.0.join(format!("node{r}.log")));
+    let mut nodes = [0, 1].map(|r| node(&config, r, port, &logs[r]));
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    for (rank, child) in nodes.iter_mut().enumerate() {
+        let (status, _) = wait_within(child, 120);
+        let log = std::fs::read_to_string(&logs[rank]).unwrap();
+        assert_eq!(status.code(), Some(1), "node {rank}: {log}");
+        assert!(
+            log.contains(&format!("{name}: cannot decode")),
+            "node {rank}: {log}"
+        );
+    }
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("stopped at step 1: node 1 failed: "), "{log}");
+}
