@@ -11,6 +11,7 @@ use crate::onnx::{ExportOptions, Precision};
 use crate::runtime::bench::OnnxBenchOptions;
 use crate::runtime::infer::InferOptions;
 use crate::runtime::verify::VerifyOptions;
+use crate::train::nodes::NodeOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,8 @@ pub enum Command {
         /// Resume from this checkpoint folder (default: the run directory's latest, if any).
         #[arg(long)]
         resume: Option<PathBuf>,
+        #[command(flatten)]
+        nodes: NodeArgs,
     },
     /// Fine-tune a classifier (encoder + pool + linear head) from a stage YAML.
     Finetune {
@@ -49,6 +52,8 @@ pub enum Command {
         /// Resume from this checkpoint folder (default: the run directory's latest, if any).
         #[arg(long)]
         resume: Option<PathBuf>,
+        #[command(flatten)]
+        nodes: NodeArgs,
     },
     /// Evaluate a classifier: top-1/top-5, per-class accuracy, confusion matrix (JSON + PNG).
     Eval {
@@ -126,6 +131,67 @@ pub struct RunArgs {
     /// Check the pipeline and print the resolved plan; run and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+}
+
+/// Multi-node data parallelism (README, "Multi-node"): one command per machine, the same but
+/// for --node-rank. Each flag can be given as its environment variable instead, as torchrun's.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Machines (processes) in the run; each runs its `device:` list.
+    #[arg(
+        long,
+        env = "EESMM_NODES",
+        default_value_t = 1,
+        help_heading = "Multi-node"
+    )]
+    pub nodes: usize,
+    /// This machine's rank, 0..NODES-1; node 0 runs the orchestrator and writes every output.
+    #[arg(
+        long,
+        env = "EESMM_NODE_RANK",
+        default_value_t = 0,
+        help_heading = "Multi-node"
+    )]
+    pub node_rank: usize,
+    /// HOST:PORT of node 0's orchestrator (the same on every node).
+    #[arg(
+        long,
+        env = "EESMM_COORDINATOR",
+        value_name = "HOST:PORT",
+        help_heading = "Multi-node"
+    )]
+    pub coordinator: Option<String>,
+    /// HOST:PORT where the other nodes reach this node's data service (default: this machine's
+    /// address towards the coordinator, port = the coordinator's + 1 + the node rank).
+    #[arg(
+        long,
+        env = "EESMM_NODE_ADDRESS",
+        value_name = "HOST:PORT",
+        help_heading = "Multi-node"
+    )]
+    pub node_address: Option<String>,
+    /// Seconds a node waits for the others in one collective operation before it exits 1.
+    #[arg(
+        long,
+        env = "EESMM_NODE_TIMEOUT",
+        default_value_t = 600,
+        help_heading = "Multi-node"
+    )]
+    pub node_timeout: u64,
+}
+
+impl NodeArgs {
+    pub fn options(&self) -> NodeOptions {
+        NodeOptions {
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            coordinator: self.coordinator.clone(),
+            node_address: self.node_address.clone(),
+            timeout_s: self.node_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

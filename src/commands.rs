@@ -25,14 +25,26 @@ pub fn run(command: Command) -> Result<()> {
         Command::Features(args) => {
             with_backend!(args.device, |B, device| features::<B>(&args, &device))
         }
-        Command::Pretrain { config, resume } => {
+        Command::Pretrain {
+            config,
+            resume,
+            nodes,
+        } => {
+            // Before the stage is read: its batch must split over the devices of every node.
+            crate::train::nodes::start(&nodes.options())?;
             let stage: PretrainConfig = read_stage_file(&config)?;
             crate::interrupt::install()?;
             let run_dir = crate::pretrain::run::run(&stage, resume)?;
             println!("pretraining finished: {}", run_dir.display());
             Ok(())
         }
-        Command::Finetune { config, resume } => {
+        Command::Finetune {
+            config,
+            resume,
+            nodes,
+        } => {
+            // Before the stage is read: its batch must split over the devices of every node.
+            crate::train::nodes::start(&nodes.options())?;
             let stage: FinetuneConfig = read_stage_file(&config)?;
             crate::interrupt::install()?;
             if let Some(report) = crate::finetune::run::run(&stage, resume)? {
@@ -78,6 +90,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Verify(args) => crate::runtime::verify::run(&args.options(), args.json),
         Command::Infer(args) => crate::runtime::infer::run(&args.options()),
         Command::Run(args) => {
+            if !args.dry_run {
+                crate::train::nodes::start(&args.nodes.options())?;
+            }
             let pipeline = crate::pipeline::Pipeline::load(
                 &args.pipeline,
                 &args.set,

@@ -177,6 +177,9 @@ fn train<B: TrainBackend>(
         last_report: None,
     };
     let final_model = runner::run(&mut task, resume, devices)?.weights();
+    if !runner::writes_outputs() {
+        return Ok(None);
+    }
     SavedModel::new(
         config.clone(),
         format.normalization.clone(),

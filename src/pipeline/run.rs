@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::record::{self, Done, Fingerprint};
 use super::resolve::{Pipeline, PlannedStage};
@@ -42,6 +42,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<()> {
         return Ok(());
     }
     check_prerequisites(pipeline, options, &selected)?;
+    if crate::train::nodes::current().is_multi() {
+        let stage = multi_node_stage(pipeline, options, &selected)?;
+        if !crate::train::run::writes_outputs() {
+            return train_with_node_0(&pipeline.run_dir, stage, options.force);
+        }
+    }
     let _lock = RunLock::acquire(&pipeline.run_dir)?;
     let mut summary = Summary {
         pipeline: pipeline.name.clone(),
@@ -85,6 +91,50 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<()> {
     match entry.status {
         Status::Interrupted => Err(Interrupted(Some(format!("in stage `{name}`: {note}"))).into()),
         _ => bail!("stage `{name}` failed: {note}"),
+    }
+}
+
+/// The stage of a multi-node `eesmm run`: one training stage (`--only`), which every node trains;
+/// node 0 runs it as a one-node run does (records, summary), the others only train.
+fn multi_node_stage<'p>(
+    pipeline: &'p Pipeline,
+    options: &RunOptions,
+    selected: &[bool],
+) -> Result<&'p PlannedStage> {
+    selected
+        .iter()
+        .position(|&s| s)
+        .map(|i| &pipeline.stages[i])
+        .filter(|stage| options.only.is_some() && ["pretrain", "finetune"].contains(&stage.kind))
+        .context(
+            "--nodes above 1: give --only STAGE, a pretrain or finetune stage, the same on every \
+             node (every node trains it; run the other stages on one node)",
+        )
+}
+
+/// A node other than 0 of a multi-node `eesmm run`: trains `stage` with node 0 unless its record
+/// says it is up to date, and writes nothing.
+fn train_with_node_0(run_dir: &Path, stage: &PlannedStage, force: bool) -> Result<()> {
+    match decide(run_dir, stage, force)? {
+        Decision::UpToDate(_) => {
+            println!("==> {} ({}): up to date, skipped", stage.name, stage.kind);
+            Ok(())
+        }
+        Decision::Run {
+            reason,
+            fingerprint,
+        } => {
+            let resume = record::was_started_with(run_dir, &stage.name, &fingerprint);
+            println!(
+                "==> {} ({}): training with node 0 ({reason})",
+                stage.name, stage.kind
+            );
+            stage
+                .stage
+                .run(resume)
+                .map(drop)
+                .with_context(|| format!("stage `{}`", stage.name))
+        }
     }
 }
 

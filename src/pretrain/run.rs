@@ -216,6 +216,9 @@ fn train<B: TrainBackend>(
         device: devices[0].clone(),
     };
     let trained = runner::run(&mut task, resume, devices)?;
+    if !runner::writes_outputs() {
+        return Ok(stage.out_dir.clone());
+    }
     let resize = dataset.resize(config.img_size);
     save_encoder::<B>(&stage.out_dir, &trained.model, &config, &format, resize)?;
     Ok(stage.out_dir.clone())

@@ -40,6 +40,11 @@ impl Stage for FinetuneConfig {
     }
 
     fn run(&self, resume: bool) -> Result<StageResult> {
+        if !crate::train::run::writes_outputs() {
+            // Another node of a multi-node run: node 0 keeps the run directory.
+            crate::finetune::run::run(self, None)?;
+            return Ok(StageResult::default());
+        }
         crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
         let report = crate::finetune::run::run(self, None)?;
         let mut artifacts = vec![

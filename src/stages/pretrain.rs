@@ -32,6 +32,11 @@ impl Stage for PretrainConfig {
     }
 
     fn run(&self, resume: bool) -> Result<StageResult> {
+        if !crate::train::run::writes_outputs() {
+            // Another node of a multi-node run: node 0 keeps the run directory.
+            crate::pretrain::run::run(self, None)?;
+            return Ok(StageResult::default());
+        }
         crate::train::checkpoint::discard_unless_resuming(&self.out_dir, resume)?;
         crate::pretrain::run::run(self, None)?;
         Ok(StageResult {

@@ -79,12 +79,22 @@ pub fn parse_training_devices(
 ) -> Result<Vec<crate::backend::DeviceSpec>> {
     let devices =
         crate::backend::parse_devices(device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
-    ensure!(
-        train.batch_size.is_multiple_of(devices.len()),
-        "train.batch_size: {} does not split evenly over the {} devices of device: {device}",
-        train.batch_size,
-        devices.len()
-    );
+    let nodes = super::nodes::current().count;
+    let replicas = devices.len() * nodes;
+    match nodes {
+        1 => ensure!(
+            train.batch_size.is_multiple_of(replicas),
+            "train.batch_size: {} does not split evenly over the {} devices of device: {device}",
+            train.batch_size,
+            devices.len()
+        ),
+        _ => ensure!(
+            train.batch_size.is_multiple_of(replicas),
+            "train.batch_size: {} does not split evenly over the {replicas} devices of {nodes} \
+             nodes (--nodes) with device: {device} each",
+            train.batch_size,
+        ),
+    }
     Ok(devices)
 }
 

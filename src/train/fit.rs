@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -15,8 +15,9 @@ use indicatif::ProgressBar;
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
+use super::nodes;
 use super::optim::{CosineSchedule, GroupedAdamW, OptimizerConfig};
-use super::replicas::{Collective, Rank, StoppedByPeer};
+use super::replicas::{Collective, Failure, NodeFailed, Rank, StoppedByPeer};
 use super::report::{progress_bar, MetricsLog, StepRecord};
 use crate::interrupt::{self, Interrupted};
 
@@ -132,9 +133,10 @@ pub struct Replica<B: AutodiffBackend, M, I> {
     pub batches: I,
 }
 
-/// Trains from `plan.start` to the last step, one replica per device (rank 0 on this thread,
-/// the others on their own), and returns rank 0's model. With several replicas the gradients
-/// of every step are averaged over them (see [`super::replicas`]).
+/// Trains from `plan.start` to the last step, one replica per device (this node's first on this
+/// thread, the others on their own), and returns the first's model. With several replicas (on
+/// this node or over several, see [`super::nodes`]) the gradients of every step are averaged
+/// over them (see [`super::replicas`]).
 pub fn fit<B, M, T, I, L>(
     plan: &Plan,
     replicas: Vec<Replica<B, M, I>>,
@@ -148,27 +150,25 @@ where
     I: Iterator<Item = Result<T>> + Send + 'static,
     L: Fn(&M, T, &B::Device) -> StepLoss<B> + Clone + Send + 'static,
 {
-    let count = replicas.len();
-    if count > 1 {
+    let ranks = nodes::current().ranks(replicas.len());
+    if ranks[0].count > 1 {
         Collective::<B>::reset();
     }
-    let mut replicas = replicas.into_iter().enumerate();
-    let (_, main) = replicas.next().context("no device to train on")?;
+    let mut replicas = replicas.into_iter().zip(ranks);
+    let (main, rank) = replicas.next().context("no device to train on")?;
     let others: Vec<_> = replicas
-        .map(|(index, replica)| {
+        .map(|(replica, rank)| {
             let (plan, schedule, loss_of) = (plan.clone(), *schedule, loss_of.clone());
             std::thread::spawn(move || {
-                let rank = Rank { index, count };
                 fit_replica(&plan, rank, replica, &schedule, &loss_of, &mut NoHooks).map(drop)
             })
         })
         .collect();
-    let rank = Rank { index: 0, count };
     match fit_replica(plan, rank, main, schedule, &loss_of, hooks) {
         Ok(model) => join(others).map(|()| model),
         // Every replica has stopped at the same step; the cause is the failed replica's error.
         Err(error) if error.is::<StoppedByPeer>() => Err(join(others).err().unwrap_or(error)),
-        // Rank 0's own failure is returned at once: another replica may be waiting for it.
+        // This replica's own failure is returned at once: another replica may be waiting for it.
         Err(error) => Err(error),
     }
 }
@@ -206,6 +206,7 @@ where
         mut batches,
     } = replica;
     let collective = Collective::<B>::join(rank, device.clone())?;
+    check_same_start(&collective, rank, plan.start, &model)?;
     let total_steps = plan.total_steps();
     let accumulation = plan.train.accumulation;
     let metrics = match rank.is_main() {
@@ -226,12 +227,15 @@ where
             true => Err(Interrupted(None).into()),
             false => local_gradients(&model, &mut batches, accumulation, loss_of, &device),
         };
-        if collective.any_failed(local.is_err())? {
+        let cause = local.as_ref().err().map(|e| format!("{e:#}"));
+        if let Some(failure) = collective.agree(step, cause.as_deref())? {
             bar.abandon();
             if interrupt::requested() && rank.is_main() {
                 return Err(interrupted(plan, step, &model, &optimizer, hooks)?);
             }
-            return Err(local.err().unwrap_or_else(|| StoppedByPeer { step }.into()));
+            return Err(local
+                .err()
+                .unwrap_or_else(|| stopped_by(rank, failure, step)));
         }
         let (grads, local_means) = local?;
         let split = local_means.terms.len();
@@ -240,8 +244,10 @@ where
             .into_iter()
             .chain(local_means.monitors)
             .unzip();
-        let mut terms: Vec<(&'static str, f64)> =
-            names.into_iter().zip(collective.mean(&values)?).collect();
+        let mut terms: Vec<(&'static str, f64)> = names
+            .into_iter()
+            .zip(collective.mean(step, &values)?)
+            .collect();
         let monitors = terms.split_off(split);
         if let Some((_, loss)) = terms.iter().find(|(_, v)| !v.is_finite()) {
             bar.abandon();
@@ -253,7 +259,7 @@ where
                     .map_or("none (no checkpoint yet)".into(), |p| p.display().to_string())
             );
         }
-        let grads = collective.mean_gradients(grads)?;
+        let grads = collective.mean_gradients(step, &model, grads)?;
         let lr = schedule.at(step);
         let stats;
         (model, stats) = optimizer.step(lr, model, grads);
@@ -305,7 +311,7 @@ where
         if let Err(error) = bookkeeping {
             bar.abandon();
             if done < total_steps {
-                collective.any_failed(true)?;
+                collective.agree(done, Some(&format!("{error:#}")))?;
             }
             return Err(error);
         }
@@ -313,6 +319,72 @@ where
     bar.finish();
     collective.leave()?;
     Ok(model)
+}
+
+/// Refuses to train when the replicas start from different steps or weights: a node that does
+/// not see node 0's checkpoints or inputs (they must be on a filesystem every node shares, README
+/// "Multi-node").
+fn check_same_start<B: AutodiffBackend, M: AutodiffModule<B>>(
+    collective: &Collective<B>,
+    rank: Rank,
+    start: usize,
+    model: &M,
+) -> Result<()> {
+    let own = [start as f32, weights_fingerprint(model)];
+    let all = collective.gather("comparing where the replicas start", &own)?;
+    let Some((index, other)) = all
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v[0] as f32 != own[0] || v[1] as f32 != own[1])
+    else {
+        return Ok(());
+    };
+    let nodes = nodes::current();
+    let node = nodes.node_of(Rank {
+        index,
+        count: rank.count,
+    });
+    let what = match other[0] as f32 == own[0] {
+        true => format!("at step {start} from other weights than node {node}"),
+        false => format!("at step {start}, node {node} at step {}", other[0]),
+    };
+    bail!(
+        "node {}: starts {what}: every node reads node 0's checkpoints and the stage's inputs, \
+         so they must be on a filesystem all nodes share (README, \"Multi-node\")",
+        nodes.rank
+    )
+}
+
+/// A figure of a model's weights that equal weights share exactly: the sum over parameters of
+/// (position + 1) × the sum of its values.
+fn weights_fingerprint<B: Backend, M: Module<B>>(model: &M) -> f32 {
+    struct Sum(usize, f64);
+    impl<B: Backend> ModuleVisitor<B> for Sum {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0 += 1;
+            let total = param.val().sum().into_scalar().elem::<f64>();
+            self.1 += self.0 as f64 * total;
+        }
+    }
+    let mut sum = Sum(0, 0.0);
+    model.visit(&mut sum);
+    sum.1 as f32
+}
+
+/// The error of a replica stopped at `step` by `failure`, another replica's: the failed replica
+/// reports its own cause on its node; the replicas of other nodes report it from the agreement.
+fn stopped_by(rank: Rank, failure: Failure, step: usize) -> anyhow::Error {
+    let nodes = nodes::current();
+    let node = nodes.node_of(failure.rank);
+    match node == nodes.node_of(rank) {
+        true => StoppedByPeer { step }.into(),
+        false => NodeFailed {
+            step,
+            node,
+            cause: failure.cause,
+        }
+        .into(),
+    }
 }
 
 /// Writes the checkpoint of `step` done steps (rank 0).

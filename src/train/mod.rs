@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod fit;
+pub mod nodes;
 pub mod optim;
 pub mod replicas;
 pub mod report;

@@ -16,6 +16,7 @@ use super::checkpoint;
 use super::config::TrainConfig;
 use super::ema::Ema;
 use super::fit::{self, Hooks, Plan, Replica, StepLoss};
+use super::nodes;
 use super::optim::{GroupedAdamW, OptimizerConfig};
 use super::replicas::Rank;
 use super::report::{plot_metrics, MetricsLog, Panel, StepRecord};
@@ -87,6 +88,11 @@ pub struct Trained<B: AutodiffBackend, M: AutodiffModule<B>> {
     pub ema: Option<Weights<B, M>>,
 }
 
+/// Whether this process writes a run's outputs: node 0 (every process of a one-node run).
+pub fn writes_outputs() -> bool {
+    nodes::current().rank == 0
+}
+
 impl<B: AutodiffBackend, M: AutodiffModule<B>> Trained<B, M> {
     /// The weights to ship: the EMA's if one was kept, else the model's.
     pub fn weights(self) -> Weights<B, M> {
@@ -106,8 +112,13 @@ where
 {
     let device = devices.first().context("no device to train on")?;
     let spec = task.spec()?;
-    let _lock = RunLock::acquire(spec.run_dir)?;
-    checkpoint::remove_stale_temporaries(spec.run_dir)?;
+    let ranks = nodes::current().ranks(devices.len());
+    // Node 0 alone writes in the run directory (the other nodes read its checkpoints).
+    let writer = ranks[0].is_main();
+    let _lock = writer.then(|| RunLock::acquire(spec.run_dir)).transpose()?;
+    if writer {
+        checkpoint::remove_stale_temporaries(spec.run_dir)?;
+    }
     let mut plan = Plan::new(
         spec.run_dir,
         spec.train,
@@ -142,13 +153,9 @@ where
         None => None,
     };
     let micro_steps = plan.start * accumulation..plan.total_steps() * accumulation;
-    let replicas = start.replicas.into_iter().zip(devices).enumerate();
+    let replicas = start.replicas.into_iter().zip(devices).zip(ranks);
     let replicas = replicas
-        .map(|(index, ((model, optimizer), device))| {
-            let rank = Rank {
-                index,
-                count: devices.len(),
-            };
+        .map(|(((model, optimizer), device), rank)| {
             let mut sampler = task.sampler(slices.clone(), rank)?;
             let batches =
                 Prefetcher::new(micro_steps.clone(), 3, move |micro| sampler.prepare(micro));
@@ -160,10 +167,12 @@ where
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    crate::fsutil::write_atomic(
-        &plan.run_dir.join("stage.json"),
-        &serde_json::to_vec_pretty(&stage)?,
-    )?;
+    if writer {
+        crate::fsutil::write_atomic(
+            &plan.run_dir.join("stage.json"),
+            &serde_json::to_vec_pretty(&stage)?,
+        )?;
+    }
 
     let objective = task.objective();
     let mut hooks = RunHooks {

@@ -473,3 +473,176 @@ fn a_replica_that_cannot_decode_an_image_stops_the_run() {
         "{stderr}"
     );
 }
+
+/// Three free TCP ports in a row on every interface (the coordinator and the two data services
+/// of a two-node run on this machine).
+fn free_ports() -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+    (0..200)
+        .map(|i| 20_000 + ((std::process::id() as u16).wrapping_mul(7) % 20_000 + i * 97) % 40_000)
+        .find(|&base| (base..base + 3).all(free))
+        .expect("three free ports")
+}
+
+/// Node `rank` of a two-node pretraining of `config` (one CPU device each) on loopback, its
+/// output in `log`.
+fn node(config: &Path, rank: usize, port: u16, log: &Path) -> std::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_eesmm"))
+        .args(["pretrain", "--config", config.to_str().unwrap()])
+        .args(["--nodes", "2", "--node-rank", &rank.to_string()])
+        .args(["--coordinator", &format!("127.0.0.1:{port}")])
+        .args(["--node-timeout", "60"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `seconds`; its exit status and how long it took.
+fn wait_within(child: &mut std::process::Child, seconds: u64) -> (std::process::ExitStatus, f64) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, started.elapsed().as_secs_f64());
+        }
+        if started.elapsed().as_secs() > seconds {
+            child.kill().unwrap();
+            panic!("a node still running after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Both nodes of a two-node run of `config`; panics unless both succeed.
+fn two_nodes(config: &Path, dir: &Path, tag: &str) {
+    let port = free_ports();
+    let logs = [0, 1].map(|r| dir.join(format!("{tag}-node{r}.log")));
+    let mut nodes = [0, 1].map(|r| node(config, r, port, &logs[r]));
+    for (rank, child) in nodes.iter_mut().enumerate() {
+        let (status, _) = wait_within(child, 600);
+        let log = std::fs::read_to_string(&logs[rank]).unwrap();
+        assert!(status.success(), "{tag} node {rank}: {log}");
+    }
+}
+
+/// Two processes on 127.0.0.1 (`--nodes 2`, one CPU device each) through burn-collective's global
+/// mode train like one process with `device: cpu,cpu`: the same global replicas take the same
+/// rows, so the final encoders match. Killing node 1 mid-run makes node 0 exit 1 naming it, well
+/// within the timeout, and the same two commands resume from node 0's checkpoint and end where
+/// the uninterrupted run did.
+#[test]
+fn two_nodes_train_like_two_local_replicas_and_survive_a_kill() {
+    let dir = TempDir::new("nodes");
+    let local = data_parallel_stage(&dir.0, "local", "cpu,cpu", 256);
+    let output = eesmm(&["pretrain", "--config", local.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = data_parallel_stage(&dir.0, "nodes", "cpu", 256);
+    let started = std::time::Instant::now();
+    two_nodes(&config, &dir.0, "nodes");
+    let two_nodes_s = started.elapsed().as_secs_f64();
+    assert_eq!(
+        metric(&dir.0.join("nodes"), "loss").len(),
+        8,
+        "node 0 alone logs"
+    );
+    let worst = |a: &Path, b: &Path| {
+        let (a, b) = (tensors(a), tensors(b));
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|((_, x), (_, y))| max_diff(x, y))
+            .fold(0.0, f32::max)
+    };
+    let nodes_encoder = dir.0.join("nodes/encoder.safetensors");
+    let difference = worst(&dir.0.join("local/encoder.safetensors"), &nodes_encoder);
+    eprintln!(
+        "two nodes vs device: cpu,cpu: encoders differ by {difference:.1e} after 8 steps \
+         ({two_nodes_s:.1} s for both nodes)"
+    );
+    assert!(difference <= 1e-6, "encoders differ by {difference}");
+
+    // Node 1 killed after node 0's first checkpoint: node 0 exits 1, naming node 1.
+    let config = data_parallel_stage(&dir.0, "killed", "cpu", 256);
+    let port = free_ports();
+    let logs = [0, 1].map(|r| dir.0.join(format!("killed-node{r}.log")));
+    let mut nodes = [0, 1].map(|r| node(&config, r, port, &logs[r]));
+    let checkpoint = dir.0.join("killed/checkpoints/step_00000003/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !checkpoint.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nodes[1].kill().unwrap();
+    nodes[1].wait().unwrap();
+    let (status, after_kill_s) = wait_within(&mut nodes[0], 90);
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    eprintln!(
+        "node 0 exited {:?} {after_kill_s:.1} s after node 1 was killed",
+        status.code()
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("node 1"), "{log}");
+    assert!(!dir.0.join("killed/encoder.safetensors").exists());
+
+    two_nodes(&config, &dir.0, "resumed");
+    let log = std::fs::read_to_string(dir.0.join("resumed-node1.log")).unwrap();
+    assert!(log.contains("resuming from"), "{log}");
+    let difference = worst(&dir.0.join("killed/encoder.safetensors"), &nodes_encoder);
+    eprintln!("resumed after the kill vs uninterrupted: encoders differ by {difference:.1e}");
+    assert!(
+        difference < 1e-4,
+        "resumed: encoders differ by {difference}"
+    );
+}
+
+/// The image the second replica cannot decode, now on node 1 of a two-node run: node 1 exits 1
+/// with the decode error, and node 0 exits 1 naming node 1 and that cause (carried by the
+/// step's agreement), at the same step.
+#[test]
+fn a_node_that_cannot_decode_an_image_stops_the_other_with_its_cause() {
+    let dir = TempDir::new("nodes-badimage");
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..32u32 {
+        let image = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y * i) as u8]));
+        image.save(images.join(format!("{i:02}.png"))).unwrap();
+    }
+    // As in `a_replica_that_cannot_decode_an_image_stops_the_run`: global replica 1 (node 1)
+    // takes positions 12..16 of the epoch's order at the second step.
+    let victim = images.join(format!(
+        "{:02}.png",
+        eesmm::data::loader::epoch_order(32, 0, 0)[12]
+    ));
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let config = data_parallel_stage(&dir.0, "bad", "cpu", 32);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "{dataset: fashion_mnist, root: /usr/share/datasets/fashion-mnist, limit: 32}",
+        &format!("{{dataset: unlabelled_folder, root: {}}}", images.display()),
+    );
+    std::fs::write(&config, text.replace("batch_size: 16", "batch_size: 4")).unwrap();
+    let port = free_ports();
+    let logs = [0, 1].map(|r| dir.0.join(format!("node{r}.log")));
+    let mut nodes = [0, 1].map(|r| node(&config, r, port, &logs[r]));
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    for (rank, child) in nodes.iter_mut().enumerate() {
+        let (status, _) = wait_within(child, 120);
+        let log = std::fs::read_to_string(&logs[rank]).unwrap();
+        assert_eq!(status.code(), Some(1), "node {rank}: {log}");
+        assert!(
+            log.contains(&format!("{name}: cannot decode")),
+            "node {rank}: {log}"
+        );
+    }
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("stopped at step 1: node 1 failed: "), "{log}");
+}
