@@ -118,9 +118,13 @@ pub fn markdown_table(rows: &[Row]) -> String {
             None => "—".into(),
         };
         let runs = spreads.iter().flatten().map(|s| s.runs).max().unwrap_or(0);
+        // Scratch and pixels pretrain nothing.
+        let (wall, images) = match images {
+            0 => ("—".to_string(), "—".to_string()),
+            _ => (format!("{:.1} min", seconds / 60.0), images.to_string()),
+        };
         out += &format!(
-            "| {pretraining} | {:.1} min | {images} | {labels} | {runs} | {} | {} | {} |\n",
-            seconds / 60.0,
+            "| {pretraining} | {wall} | {images} | {labels} | {runs} | {} | {} | {} |\n",
             cell(&spreads[0]),
             cell(&spreads[1]),
             cell(&spreads[2]),
@@ -242,7 +246,11 @@ mod tests {
             row("eesmm", 600, 0, 0.70),
             row("eesmm", 600, 1, 0.74),
             row("eesmm", 600, 2, 0.72),
-            row("scratch", 60000, 0, 0.85),
+            Row {
+                pretrain_wall_s: 0.0,
+                pretrain_images: 0,
+                ..row("scratch", 60000, 0, 0.85)
+            },
         ];
         let summary = summarize(&rows);
         let eesmm = summary[&("eesmm".to_string(), 600)][0].unwrap();
@@ -255,6 +263,6 @@ mod tests {
         assert!(
             table.contains("| eesmm | 1.5 min | 1000 | 600 | 3 | 72.0 ± 2.0 | — | 36.0 ± 1.0 |")
         );
-        assert!(table.contains("| scratch | 1.5 min | 1000 | 60000 | 1 | 85.0 | — | 42.5 |"));
+        assert!(table.contains("| scratch | — | — | 60000 | 1 | 85.0 | — | 42.5 |"));
     }
 }
