@@ -152,3 +152,16 @@ pub fn write_safetensors(
         .collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
+
+/// swin-micro-28 without drop path, written into `dir`: drop path draws from the backend's (and
+/// replica's) own generator, so runs meant to match each other turn it off.
+pub fn micro_28_without_drop_path(dir: &Path) -> PathBuf {
+    let model = dir.join("model.yaml");
+    let preset = std::fs::read_to_string("models/swin-micro-28.yaml").unwrap();
+    std::fs::write(
+        &model,
+        preset.replace("drop_path_rate: 0.1", "drop_path_rate: 0.0"),
+    )
+    .unwrap();
+    model
+}

@@ -307,13 +307,7 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 /// The stage of `stage()` on `device`, without drop path (two CPU replicas share one RNG).
 fn data_parallel_stage(dir: &Path, name: &str, device: &str, images: usize) -> PathBuf {
-    let model = dir.join("model.yaml");
-    let preset = std::fs::read_to_string("models/swin-micro-28.yaml").unwrap();
-    std::fs::write(
-        &model,
-        preset.replace("drop_path_rate: 0.1", "drop_path_rate: 0.0"),
-    )
-    .unwrap();
+    let model = micro_28_without_drop_path(dir);
     let path = stage(dir, name, images, 1, "");
     let text = std::fs::read_to_string(&path)
         .unwrap()

@@ -70,13 +70,7 @@ fn encoder_forward_on_wgpu_matches_ndarray() {
 /// A stage file of `kind` on `device`: swin-micro-28 without drop path (whose draws come from
 /// each backend's own generator), a few Fashion-MNIST images, batch 16, one metrics line per step.
 fn stage(dir: &Path, kind: &str, device: &str) -> PathBuf {
-    let model = dir.join("model.yaml");
-    let preset = std::fs::read_to_string("models/swin-micro-28.yaml").unwrap();
-    std::fs::write(
-        &model,
-        preset.replace("drop_path_rate: 0.1", "drop_path_rate: 0.0"),
-    )
-    .unwrap();
+    let model = micro_28_without_drop_path(dir);
     let run = dir.join(format!("{kind}-{device}"));
     let body = match kind {
         "pretrain" => "objective: {kind: eesmm, mask_patch_size: 4}\n\
