@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{TensorMetadata, TensorPrimitive};
 
 pub fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
@@ -100,14 +100,35 @@ pub fn window_merge_shifted<B: Backend>(
     primitive(cyclic_shift(merged, shift as i64))
 }
 
-/// `x [rows, in] · weight [in, out] + bias [out]`.
+/// `x: [.., C]` as a `[rows, C]` matrix, and `x`'s shape (to give results back their leading
+/// axes).
+fn as_rows<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 2>, Vec<usize>) {
+    let shape = x.shape().to_vec();
+    let cols = shape.last().copied().unwrap_or(1);
+    let rows = shape.iter().product::<usize>() / cols.max(1);
+    (
+        tensor(B::float_reshape(x, Shape::from([rows, cols]))),
+        shape,
+    )
+}
+
+/// A `[rows, C']` result with the leading axes of `shape` (its last axis becomes `C'`).
+fn with_leading_axes<B: Backend>(y: Tensor<B, 2>, mut shape: Vec<usize>) -> FloatTensor<B> {
+    if let Some(last) = shape.last_mut() {
+        *last = y.dims()[1];
+    }
+    B::float_reshape(primitive(y), Shape::from(shape))
+}
+
+/// `x [.., in] · weight [in, out] + bias [out]` → `[.., out]`.
 pub fn linear<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    let y = tensor::<B, 2>(x).matmul(tensor(weight)) + tensor::<B, 1>(bias).unsqueeze_dim(0);
-    primitive(y)
+    let (x, shape) = as_rows(x);
+    let y = x.matmul(tensor(weight)) + tensor::<B, 1>(bias).unsqueeze_dim(0);
+    with_leading_axes(y, shape)
 }
 
 /// `(dx, dweight, dbias)` of [`linear`].
@@ -116,13 +137,17 @@ pub fn linear_backward<B: Backend>(
     weight: FloatTensor<B>,
     d_y: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let (x, weight, d_y): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) =
-        (tensor(x), tensor(weight), tensor(d_y));
+    let ((x, shape), (d_y, _)) = (as_rows(x), as_rows(d_y));
+    let weight: Tensor<B, 2> = tensor(weight);
     let d_out = d_y.dims()[1];
     let d_x = d_y.clone().matmul(weight.transpose());
     let d_weight = x.transpose().matmul(d_y.clone());
     let d_bias = d_y.sum_dim(0).reshape([d_out]);
-    (primitive(d_x), primitive(d_weight), primitive(d_bias))
+    (
+        with_leading_axes(d_x, shape),
+        primitive(d_weight),
+        primitive(d_bias),
+    )
 }
 
 /// `(out [W, N, C], probs [W, heads, N, N])`.
@@ -184,21 +209,24 @@ pub fn window_attention_backward<B: Backend>(
     (primitive(d_qkv), primitive(d_bias))
 }
 
-/// LayerNorm over the last axis of `x: [rows, C]`: `(y, stats [rows, 2])`, stats = mean, 1/σ.
+/// LayerNorm over the last axis of `x: [.., C]`: `(y, stats [rows, 2])`, stats = mean, 1/σ.
 pub fn layer_norm<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let x: Tensor<B, 2> = tensor(x);
+    let (x, shape) = as_rows(x);
     let mean = x.clone().mean_dim(1); // [rows, 1]
     let centred = x - mean.clone();
     let var = centred.clone().powi_scalar(2).mean_dim(1);
     let rstd = var.add_scalar(eps).sqrt().recip();
     let y = centred * rstd.clone() * tensor::<B, 1>(gamma).unsqueeze_dim(0)
         + tensor::<B, 1>(beta).unsqueeze_dim(0);
-    (primitive(y), primitive(Tensor::cat(vec![mean, rstd], 1)))
+    (
+        with_leading_axes(y, shape),
+        primitive(Tensor::cat(vec![mean, rstd], 1)),
+    )
 }
 
 /// `(dx, dgamma, dbeta)` of [`layer_norm`].
@@ -208,7 +236,7 @@ pub fn layer_norm_backward<B: Backend>(
     stats: FloatTensor<B>,
     d_y: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let (x, d_y): (Tensor<B, 2>, Tensor<B, 2>) = (tensor(x), tensor(d_y));
+    let ((x, shape), (d_y, _)) = (as_rows(x), as_rows(d_y));
     let stats: Tensor<B, 2> = tensor(stats);
     let (mean, rstd) = (stats.clone().narrow(1, 0, 1), stats.narrow(1, 1, 1));
     let x_hat = (x - mean) * rstd.clone();
@@ -218,18 +246,33 @@ pub fn layer_norm_backward<B: Backend>(
     let c = x_hat.dims()[1];
     let d_gamma = (d_y.clone() * x_hat).sum_dim(0).reshape([c]);
     let d_beta = d_y.sum_dim(0).reshape([c]);
-    (primitive(d_x), primitive(d_gamma), primitive(d_beta))
+    (
+        with_leading_axes(d_x, shape),
+        primitive(d_gamma),
+        primitive(d_beta),
+    )
 }
 
-/// Exact GELU (burn's, with `erf`).
+/// `x` of any shape as `[len]`, and its shape.
+fn flat<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 1>, Vec<usize>) {
+    let shape = x.shape().to_vec();
+    let len = shape.iter().product::<usize>();
+    (tensor(B::float_reshape(x, Shape::from([len]))), shape)
+}
+
+/// Exact GELU (burn's, with `erf`), element-wise on any shape.
 pub fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    primitive(burn::tensor::activation::gelu(tensor::<B, 1>(x)))
+    let (x, shape) = flat::<B>(x);
+    B::float_reshape(
+        primitive(burn::tensor::activation::gelu(x)),
+        Shape::from(shape),
+    )
 }
 
 /// `dy · (Φ(x) + x φ(x))`, the derivative of the exact GELU. (burn 0.21's own `gelu_backward`
 /// is the derivative of the tanh approximation, up to 1e-3 off.)
 pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, d_y: FloatTensor<B>) -> FloatTensor<B> {
-    let x: Tensor<B, 1> = tensor(x);
+    let ((x, shape), (d_y, _)) = (flat::<B>(x), flat::<B>(d_y));
     let cdf = x
         .clone()
         .div_scalar(std::f64::consts::SQRT_2)
@@ -238,7 +281,7 @@ pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, d_y: FloatTensor<B>) -> Floa
         * 0.5;
     let pdf = (x.clone().powi_scalar(2) * -0.5).exp()
         * (0.5 * std::f64::consts::FRAC_2_SQRT_PI / std::f64::consts::SQRT_2);
-    primitive((cdf + x * pdf) * tensor::<B, 1>(d_y))
+    B::float_reshape(primitive((cdf + x * pdf) * d_y), Shape::from(shape))
 }
 
 #[cfg(test)]

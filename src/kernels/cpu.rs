@@ -2,6 +2,8 @@
 //! split into chunks whose size does not depend on the thread count, and partial sums are added
 //! in chunk order, so results are the same bit for bit on any number of threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::math;
@@ -110,15 +112,66 @@ fn gemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: &mut [f32], c_row_stride
     }
 }
 
+/// `len` zeros, written in parallel. A fresh buffer's zero-fill and page faults would otherwise
+/// all fall on the calling thread while the other cores wait (a tenth of a training step).
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer
+        .spare_capacity_mut()
+        .par_chunks_mut(ELEMENTS_PER_TASK)
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(0.0)));
+    // SAFETY: every element of the capacity was just written.
+    unsafe { buffer.set_len(len) };
+    buffer
+}
+
+/// `a · b` as a new row-major `[a.rows, b.cols]` buffer, not zero-filled first: with `beta = 0`
+/// sgemm does not read the output ("If β is zero, then C does not need to be initialized").
+fn product(a: Matrix, b: Matrix) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    let (rows, cols) = (a.rows, b.cols);
+    let mut c = Vec::with_capacity(rows * cols);
+    // SAFETY: `Matrix::view` checked that each input holds its elements at its strides; the
+    // output pointer has room for `rows × cols` floats at row stride `cols`, and sgemm writes
+    // every one of them (beta = 0), so all `rows × cols` are initialised before `set_len`.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            a.cols,
+            cols,
+            1.0,
+            a.data.as_ptr(),
+            a.strides.0,
+            a.strides.1,
+            b.data.as_ptr(),
+            b.strides.0,
+            b.strides.1,
+            0.0,
+            c.as_mut_ptr(),
+            cols as isize,
+            1,
+        );
+        c.set_len(rows * cols);
+    }
+    c
+}
+
 /// `y = x · weight + bias`: `x: [rows, in]`, `weight: [in, out]` (burn's layout), `bias: [out]`.
 pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (d_out, d_in) = (bias.len(), weight.len() / bias.len());
     let rows = x.len() / d_in;
-    let mut y = vec![0.0; rows * d_out];
-    y.par_chunks_mut(ROWS_PER_TASK * d_out).for_each(|rows| {
-        rows.chunks_mut(d_out)
-            .for_each(|row| row.copy_from_slice(bias))
-    });
+    let mut y = Vec::with_capacity(rows * d_out);
+    y.spare_capacity_mut()
+        .par_chunks_mut(ROWS_PER_TASK * d_out)
+        .for_each(|rows| {
+            for row in rows.chunks_mut(d_out) {
+                for (y, &b) in row.iter_mut().zip(bias) {
+                    y.write(b);
+                }
+            }
+        });
+    // SAFETY: every row of the capacity was just set to the bias.
+    unsafe { y.set_len(rows * d_out) };
     let (x, weight) = (Matrix::new(x, rows, d_in), Matrix::new(weight, d_in, d_out));
     gemm(1.0, x, weight, 1.0, &mut y, d_out);
     y
@@ -138,10 +191,8 @@ pub fn linear_backward(
         Matrix::new(weight, d_in, d_out),
         Matrix::new(d_y, rows, d_out),
     );
-    let mut d_x = vec![0.0; rows * d_in];
-    gemm(1.0, g, w.t(), 0.0, &mut d_x, d_in);
-    let mut d_w = vec![0.0; d_in * d_out];
-    gemm(1.0, x.t(), g, 0.0, &mut d_w, d_out);
+    let d_x = product(g, w.t());
+    let d_w = product(x.t(), g);
     (d_x, d_w, column_sums(d_y, d_out))
 }
 
@@ -193,7 +244,7 @@ pub fn window_partition(map: &[f32], s: &Windows) -> Vec<f32> {
     let (rows, cols) = s.per_image();
     let (c, area) = (s.channels, s.window * s.window);
     let image = s.height * s.width * c;
-    let mut windows = vec![0.0; map.len()];
+    let mut windows = zeros(map.len());
     windows
         .par_chunks_mut(area * c)
         .enumerate()
@@ -211,7 +262,7 @@ pub fn window_partition(map: &[f32], s: &Windows) -> Vec<f32> {
 pub fn window_merge(windows: &[f32], s: &Windows) -> Vec<f32> {
     let (rows, cols) = s.per_image();
     let (c, area) = (s.channels, s.window * s.window);
-    let mut map = vec![0.0; windows.len()];
+    let mut map = zeros(windows.len());
     map.par_chunks_mut(s.height * s.width * c)
         .zip(windows.par_chunks(rows * cols * area * c))
         .for_each(|(image, windows)| {
@@ -362,7 +413,7 @@ pub fn attention_forward(
     probs: Option<&mut [f32]>,
 ) -> Vec<f32> {
     let (n, c) = (s.tokens, s.channels());
-    let mut out = vec![0.0; s.windows * n * c];
+    let mut out = zeros(s.windows * n * c);
     let windows = qkv.par_chunks(n * 3 * c).zip(out.par_chunks_mut(n * c));
     match probs {
         Some(probs) => windows
@@ -425,8 +476,8 @@ pub fn attention_backward(
     s: &Attention,
 ) -> (Vec<f32>, Vec<f32>) {
     let (n, c, len) = (s.tokens, s.channels(), s.probs_len());
-    let mut d_qkv = vec![0.0; s.windows * n * 3 * c];
-    let mut d_logits = vec![0.0; s.windows * len];
+    let mut d_qkv = zeros(s.windows * n * 3 * c);
+    let mut d_logits = zeros(s.windows * len);
     qkv.par_chunks(n * 3 * c)
         .zip(probs.par_chunks(len))
         .zip(d_out.par_chunks(n * c))
@@ -485,7 +536,7 @@ pub fn layer_norm_forward(
     stats: Option<&mut [f32]>,
 ) -> Vec<f32> {
     let c = gamma.len();
-    let mut y = vec![0.0; x.len()];
+    let mut y = zeros(x.len());
     let tasks = x
         .par_chunks(ROWS_PER_TASK * c)
         .zip(y.par_chunks_mut(ROWS_PER_TASK * c));
@@ -542,7 +593,7 @@ pub fn layer_norm_backward(
     d_y: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = gamma.len();
-    let mut d_x = vec![0.0; x.len()];
+    let mut d_x = zeros(x.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = x
         .par_chunks(ROWS_PER_TASK * c)
         .zip(stats.par_chunks(ROWS_PER_TASK * 2))
@@ -580,7 +631,7 @@ fn gelu_backward_chunk(x: &[f32], d_y: &[f32], d_x: &mut [f32]) {
 
 /// Exact (erf) GELU of every element.
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = zeros(x.len());
     x.par_chunks(ELEMENTS_PER_TASK)
         .zip(y.par_chunks_mut(ELEMENTS_PER_TASK))
         .for_each(|(x, y)| gelu_chunk(x, y));
@@ -589,7 +640,7 @@ pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
 
 /// `dx = dy · gelu'(x)`.
 pub fn gelu_backward(x: &[f32], d_y: &[f32]) -> Vec<f32> {
-    let mut d_x = vec![0.0; x.len()];
+    let mut d_x = zeros(x.len());
     x.par_chunks(ELEMENTS_PER_TASK)
         .zip(d_y.par_chunks(ELEMENTS_PER_TASK))
         .zip(d_x.par_chunks_mut(ELEMENTS_PER_TASK))

@@ -30,6 +30,12 @@ pub fn exp(x: f32) -> f32 {
 /// PyTorch's vectorised CPU `erf` uses.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_given_exp(x, exp(-x * x))
+}
+
+/// [`erf`]`(x)` when `e^(-x²)` is already known.
+#[inline(always)]
+fn erf_given_exp(x: f32, exp_minus_x_squared: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -38,10 +44,9 @@ pub fn erf(x: f32) -> f32 {
         -1.453_152,
         1.061_405_4,
     ];
-    let ax = x.abs();
-    let t = 1.0 / (1.0 + P * ax);
+    let t = 1.0 / (1.0 + P * x.abs());
     let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
-    (1.0 - poly * exp(-ax * ax)).copysign(x)
+    (1.0 - poly * exp_minus_x_squared).copysign(x)
 }
 
 /// Exact GELU, `x · Φ(x)` with `Φ(x) = (1 + erf(x / √2)) / 2`.
@@ -50,11 +55,14 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
 }
 
-/// `d gelu / dx = Φ(x) + x · φ(x)`, φ the standard normal density.
+/// `d gelu / dx = Φ(x) + x · φ(x)`, φ the standard normal density. Φ's `erf(x / √2)` and φ share
+/// one `e^(-x²/2)`.
 #[inline(always)]
 pub fn gelu_derivative(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+    let z = x * FRAC_1_SQRT_2;
+    let e = exp(-z * z); // e^(-x²/2)
+    0.5 * (1.0 + erf_given_exp(z, e)) + x * INV_SQRT_2PI * e
 }
 
 #[cfg(test)]

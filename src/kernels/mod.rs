@@ -32,8 +32,8 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Window attention, LayerNorm and GELU as backend operations. Shapes: `qkv: [W, N, 3C]` with
 /// timm's layout on the last axis (q, k, v; each heads × head_dim), `bias: [heads, N, N]`, `mask:
-/// [nW, N, N]` (added to window `w` as `mask[w % nW]`), attention output `[W, N, C]`; LayerNorm and
-/// GELU act on `[rows, C]` and on any shape.
+/// [nW, N, N]` (added to window `w` as `mask[w % nW]`), attention output `[W, N, C]`; Linear and
+/// LayerNorm act on the last axis of any shape, GELU element-wise.
 pub trait SwinOps: Backend {
     /// `x: [B, H, W, C]` rolled by `-shift` on both axes and cut into `window × window` windows,
     /// `[B·nW, window², C]` (timm's `torch.roll` + `window_partition`).
@@ -57,8 +57,9 @@ pub trait SwinOps: Backend {
         composed::window_merge_shifted::<Self>(windows, window, shift, height, width)
     }
 
-    /// `x · weight + bias`: `x: [rows, in]`, `weight: [in, out]` (burn's `Linear` layout),
-    /// `bias: [out]`.
+    /// `x · weight + bias`: `x: [.., in]` → `[.., out]`, `weight: [in, out]` (burn's `Linear`
+    /// layout), `bias: [out]`. Leading axes are taken as rows, so no reshape is needed (burn's
+    /// NdArray copies the data on every reshape).
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -67,7 +68,7 @@ pub trait SwinOps: Backend {
         composed::linear::<Self>(x, weight, bias)
     }
 
-    /// `(dx, dweight, dbias)`.
+    /// `(dx, dweight, dbias)`, `dx` of `x`'s shape.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -106,7 +107,7 @@ pub trait SwinOps: Backend {
         composed::window_attention_backward::<Self>(qkv, probs, d_out, heads)
     }
 
-    /// LayerNorm of `x: [rows, C]`.
+    /// LayerNorm over the last axis of `x: [.., C]`.
     fn fused_layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -136,12 +137,12 @@ pub trait SwinOps: Backend {
         composed::layer_norm_backward::<Self>(x, gamma, stats, d_y)
     }
 
-    /// Exact (erf) GELU of a flat `[len]` tensor.
+    /// Exact (erf) GELU, element-wise on any shape.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::gelu::<Self>(x)
     }
 
-    /// `dx` of [`SwinOps::fused_gelu`], flat.
+    /// `dx` of [`SwinOps::fused_gelu`].
     fn fused_gelu_backward(x: FloatTensor<Self>, d_y: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::gelu_backward::<Self>(x, d_y)
     }
@@ -169,20 +170,15 @@ impl SwinOps for burn::backend::Flex {}
 /// `layer` applied as one matrix product over all leading axes: `[.., in]` → `[.., out]`. (burn's
 /// `Linear` on a rank > 2 input runs one small product per leading index.)
 pub fn linear<B: SwinOps, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let mut dims = x.dims();
-    let [d_in, d_out] = layer.weight.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
     let bias = match &layer.bias {
         Some(bias) => bias.val(),
-        None => Tensor::zeros([d_out], &x.device()), // a constant: no gradient
+        None => Tensor::zeros([layer.weight.dims()[1]], &x.device()), // a constant: no gradient
     };
-    let y = B::fused_linear(
-        primitive(x.reshape([rows, d_in])),
+    tensor(B::fused_linear(
+        primitive(x),
         primitive(layer.weight.val()),
         primitive(bias),
-    );
-    dims[D - 1] = d_out;
-    tensor::<B, 2>(y).reshape(dims)
+    ))
 }
 
 /// `[B, H, W, C]` → windows `[B·nW, window², C]` of the map rolled by `-shift`.
@@ -230,22 +226,17 @@ pub fn layer_norm<B: SwinOps, const D: usize>(
     let Some(beta) = &norm.beta else {
         return norm.forward(x);
     };
-    let dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = B::fused_layer_norm(
-        primitive(x.reshape([rows, dims[D - 1]])),
+    tensor(B::fused_layer_norm(
+        primitive(x),
         primitive(norm.gamma.val()),
         primitive(beta.val()),
         LAYER_NORM_EPS,
-    );
-    tensor::<B, 2>(y).reshape(dims)
+    ))
 }
 
 /// Exact (erf) GELU.
 pub fn gelu<B: SwinOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let dims = x.dims();
-    let flat = primitive(x.reshape([dims.iter().product::<usize>()]));
-    tensor::<B, 1>(B::fused_gelu(flat)).reshape(dims)
+    tensor(B::fused_gelu(primitive(x)))
 }
 
 /// Shape of a primitive, for the kernels.
@@ -294,6 +285,69 @@ mod tests {
                 [(qkv.clone(), bias.clone(), None), (qkv, bias, Some(mask))]
             })
             .collect()
+    }
+
+    /// Linear, LayerNorm and GELU on `[2, 3, 5, C]` give the rows of the same ops on `[30, C]`,
+    /// with the leading axes kept, in the kernels and in the composed ops (and their backward).
+    #[test]
+    fn linear_layer_norm_and_gelu_keep_leading_axes() {
+        let x4 = random::<Cpu, 4>([2, 3, 5, 8]);
+        let x2 = x4.clone().reshape([30, 8]);
+        let (w, b) = (random::<Cpu, 2>([8, 6]), random::<Cpu, 1>([6]));
+        let (gamma, beta) = (random::<Cpu, 1>([8]), random::<Cpu, 1>([8]));
+        let d_y4 = random::<Cpu, 4>([2, 3, 5, 6]);
+        let p = |t: &Tensor<Cpu, 4>| primitive(t.clone());
+        let q = |t: &Tensor<Cpu, 2>| primitive(t.clone());
+        let r = |t: &Tensor<Cpu, 1>| primitive(t.clone());
+        // Each pair: (rank-4 result reshaped to rows, rank-2 result).
+        type Op = fn(FloatTensor<Cpu>, FloatTensor<Cpu>, FloatTensor<Cpu>) -> FloatTensor<Cpu>;
+        let linears: [Op; 2] = [Cpu::fused_linear, composed::linear::<Cpu>];
+        for linear in linears {
+            let y4: Tensor<Cpu, 4> = tensor(linear(p(&x4), q(&w), r(&b)));
+            assert_eq!(y4.dims(), [2, 3, 5, 6]);
+            let y2: Tensor<Cpu, 2> = tensor(linear(q(&x2), q(&w), r(&b)));
+            assert_eq!(max_diff(y4.reshape([30, 6]), y2), 0.0);
+        }
+        let (fused, reference) = (
+            Cpu::fused_linear_backward(p(&x4), q(&w), p(&d_y4)),
+            composed::linear_backward::<Cpu>(p(&x4), q(&w), p(&d_y4)),
+        );
+        let (d_x, ref_d_x): (Tensor<Cpu, 4>, Tensor<Cpu, 4>) =
+            (tensor(fused.0), tensor(reference.0));
+        assert_eq!(d_x.dims(), [2, 3, 5, 8]);
+        assert!(max_diff(d_x, ref_d_x) < 1e-5);
+
+        let norms: [Op; 2] = [
+            |x, g, b| Cpu::fused_layer_norm(x, g, b, 1e-5),
+            |x, g, b| composed::layer_norm::<Cpu>(x, g, b, 1e-5).0,
+        ];
+        for norm in norms {
+            let y4: Tensor<Cpu, 4> = tensor(norm(p(&x4), r(&gamma), r(&beta)));
+            assert_eq!(y4.dims(), [2, 3, 5, 8]);
+            let y2: Tensor<Cpu, 2> = tensor(norm(q(&x2), r(&gamma), r(&beta)));
+            assert!(max_diff(y4.reshape([30, 8]), y2) < 1e-6);
+        }
+        let (_, stats) = Cpu::fused_layer_norm_saving_stats(p(&x4), r(&gamma), r(&beta), 1e-5);
+        let d_y = random::<Cpu, 4>([2, 3, 5, 8]);
+        let (fused, reference) = (
+            Cpu::fused_layer_norm_backward(p(&x4), r(&gamma), stats.clone(), p(&d_y)),
+            composed::layer_norm_backward::<Cpu>(p(&x4), r(&gamma), stats, p(&d_y)),
+        );
+        let (d_x, ref_d_x): (Tensor<Cpu, 4>, Tensor<Cpu, 4>) =
+            (tensor(fused.0), tensor(reference.0));
+        assert!(max_diff(d_x, ref_d_x) < 1e-4);
+
+        let (g4, g_ref): (Tensor<Cpu, 4>, Tensor<Cpu, 4>) = (
+            tensor(Cpu::fused_gelu(p(&x4))),
+            tensor(composed::gelu::<Cpu>(p(&x4))),
+        );
+        assert_eq!(g4.dims(), [2, 3, 5, 8]);
+        assert!(max_diff(g4, g_ref) < 1e-6);
+        let (d4, d_ref): (Tensor<Cpu, 4>, Tensor<Cpu, 4>) = (
+            tensor(Cpu::fused_gelu_backward(p(&x4), p(&d_y))),
+            tensor(composed::gelu_backward::<Cpu>(p(&x4), p(&d_y))),
+        );
+        assert!(max_diff(d4, d_ref) < 1e-5);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use burn::backend::ndarray::{NdArray, NdArrayTensor};
 use burn::tensor::ops::FloatTensor;
-use ndarray::{ArcArray, IxDyn};
+use ndarray::{ArcArray, ArrayD, IxDyn};
 
 use super::cpu::{self, Attention, Windows};
 use super::{composed, dims, SwinOps};
@@ -18,7 +18,13 @@ fn values(x: &NdArrayTensor) -> Option<Cow<'_, [f32]>> {
             let view = storage.view();
             Some(match view.to_slice() {
                 Some(slice) => Cow::Borrowed(slice),
-                None => Cow::Owned(view.iter().copied().collect()),
+                None => {
+                    // A permuted view (the patch embedding's NCHW → NHWC): `assign` copies it
+                    // with strided inner loops, where `iter()` steps one element at a time.
+                    let mut copy = ArrayD::zeros(view.raw_dim());
+                    copy.assign(&view);
+                    Cow::Owned(copy.into_raw_vec_and_offset().0)
+                }
             })
         }
         _ => None,
@@ -70,7 +76,7 @@ fn attention_forward(
 ) -> Option<(NdArrayTensor, Option<NdArrayTensor>)> {
     let s = attention_geometry(qkv, heads, mask);
     let mask = optional_values(mask)?;
-    let mut probs = with_probs.then(|| vec![0.0; s.windows * s.probs_len()]);
+    let mut probs = with_probs.then(|| cpu::zeros(s.windows * s.probs_len()));
     let out = cpu::attention_forward(
         &values(qkv)?,
         &values(bias)?,
@@ -157,10 +163,9 @@ impl SwinOps for NdArray {
     ) -> FloatTensor<Self> {
         let fused = || {
             let y = cpu::linear_forward(&values(&x)?, &values(&weight)?, &values(&bias)?);
-            Some(from_values(
-                y,
-                &[dims::<Self>(&x)[0], dims::<Self>(&bias)[0]],
-            ))
+            let mut shape = dims::<Self>(&x); // [.., in] → [.., out]
+            *shape.last_mut()? = dims::<Self>(&bias)[0];
+            Some(from_values(y, &shape))
         };
         match fused() {
             Some(y) => y,
@@ -177,9 +182,8 @@ impl SwinOps for NdArray {
             let [d_in, d_out] = [dims::<Self>(&weight)[0], dims::<Self>(&weight)[1]];
             let (d_x, d_w, d_b) =
                 cpu::linear_backward(&values(&x)?, &values(&weight)?, &values(&d_y)?, d_out);
-            let rows = dims::<Self>(&x)[0];
             Some((
-                from_values(d_x, &[rows, d_in]),
+                from_values(d_x, &dims::<Self>(&x)),
                 from_values(d_w, &[d_in, d_out]),
                 from_values(d_b, &[d_out]),
             ))
