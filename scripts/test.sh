@@ -24,7 +24,9 @@ export ORT_DYLIB_PATH EESMM_TEST_PYTHON
 cargo fmt --all -- --check
 # Layers import only downwards: no cycle between src/ modules, the CLI imported only by the root.
 python3 scripts/check_layers.py
-cargo clippy --all-targets --features wgpu -- -D warnings
+# Lints with the CUDA backend too: it compiles without a GPU (CUDA loads at run time), and one
+# check of burn with both features replaces a second check build for `--features cuda`.
+cargo clippy --all-targets --features wgpu,cuda -- -D warnings
 # Every test, the fuzz harness (tests/fuzz.rs) included: a fixed 2,000 mutated inputs per reader
 # (scripts/fuzz.sh is the long run). `--features wgpu` adds tests/integration/wgpu.rs.
 EESMM_FUZZ_ITERS=2000 cargo test --features wgpu
