@@ -88,10 +88,20 @@ impl<'a> Matrix<'a> {
 /// (matrixmultiply's sgemm, on every core for large enough products; it splits rows and
 /// columns, never the sum, so the result does not depend on the thread count).
 fn gemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: &mut [f32], c_row_stride: usize) {
-    assert_eq!(a.cols, b.rows, "inner dimensions");
     assert!(fits(c.len(), a.rows, b.cols, c_row_stride), "output view");
+    // SAFETY: `fits` checked that `c` holds the output at its stride.
+    unsafe { sgemm(alpha, a, b, beta, c.as_mut_ptr(), c_row_stride) }
+}
+
+/// matrixmultiply's sgemm on two checked views, writing to `c` at row stride `c_row_stride`.
+///
+/// # Safety
+/// `c` must have room for `a.rows × b.cols` floats at that stride, initialised unless `beta` is
+/// 0 ("If β is zero, then C does not need to be initialized").
+unsafe fn sgemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: *mut f32, c_row_stride: usize) {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
     // SAFETY: `Matrix::view` checked that each input holds its elements at the strides given (a
-    // transpose only swaps them), and `fits` that `c` holds the output at its stride.
+    // transpose only swaps them); the caller vouches for `c`.
     unsafe {
         matrixmultiply::sgemm(
             a.rows,
@@ -105,7 +115,7 @@ fn gemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: &mut [f32], c_row_stride
             b.strides.0,
             b.strides.1,
             beta,
-            c.as_mut_ptr(),
+            c,
             c_row_stride as isize,
             1,
         )
@@ -125,33 +135,16 @@ pub fn zeros(len: usize) -> Vec<f32> {
     buffer
 }
 
-/// `a · b` as a new row-major `[a.rows, b.cols]` buffer, not zero-filled first: with `beta = 0`
-/// sgemm does not read the output ("If β is zero, then C does not need to be initialized").
+/// `a · b` as a new row-major `[a.rows, b.cols]` buffer, not zero-filled first (sgemm with
+/// `beta = 0` does not read it).
 fn product(a: Matrix, b: Matrix) -> Vec<f32> {
-    assert_eq!(a.cols, b.rows, "inner dimensions");
-    let (rows, cols) = (a.rows, b.cols);
-    let mut c = Vec::with_capacity(rows * cols);
-    // SAFETY: `Matrix::view` checked that each input holds its elements at its strides; the
-    // output pointer has room for `rows × cols` floats at row stride `cols`, and sgemm writes
-    // every one of them (beta = 0), so all `rows × cols` are initialised before `set_len`.
+    let len = a.rows * b.cols;
+    let mut c = Vec::with_capacity(len);
+    // SAFETY: the capacity holds `len` floats at row stride `b.cols`, and with `beta = 0` sgemm
+    // writes every one of them, so all are initialised before `set_len`.
     unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            a.cols,
-            cols,
-            1.0,
-            a.data.as_ptr(),
-            a.strides.0,
-            a.strides.1,
-            b.data.as_ptr(),
-            b.strides.0,
-            b.strides.1,
-            0.0,
-            c.as_mut_ptr(),
-            cols as isize,
-            1,
-        );
-        c.set_len(rows * cols);
+        sgemm(1.0, a, b, 0.0, c.as_mut_ptr(), b.cols);
+        c.set_len(len);
     }
     c
 }
