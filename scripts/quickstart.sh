@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end on CPU (about 10 minutes on 2 cores after the build):
+# The main job, end to end on CPU (4–9 minutes on 2 cores after the build):
 #   1. install Fashion-MNIST (Debian package) and ONNX Runtime 1.31.1 (.ort/), build eesmm;
 #   2. check the burn encoder against timm's outputs for the same weights (a few seconds);
 #   3. `eesmm run pipelines/quickstart.yaml`: EESMM pretraining → fine-tuning → ONNX export →

@@ -288,3 +288,107 @@ fn measure_pretrain<B: TrainBackend>(
         peak_rss_mb: eesmm_peak.max(simmim_peak),
     }
 }
+
+/// One row of `eesmm bench gemm`: a Linear layer's three products at one shape.
+#[derive(Debug, Serialize)]
+pub struct GemmThroughput {
+    /// `stage{i}.{qkv|proj|fc1|fc2} {forward|input_grad|weight_grad}`.
+    pub product: String,
+    /// `[m, k] · [k, n]`.
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// GFLOP/s of `kernels::gemm` (what the CPU backend runs) and of matrixmultiply alone.
+    pub eesmm_gflops: f64,
+    pub matrixmultiply_gflops: f64,
+}
+
+/// `eesmm bench gemm`: the matrix products of every Linear layer of a model's blocks at a batch
+/// (forward `x · W + b`, input gradient `dy · Wᵀ`, weight gradient `xᵀ · dy`), in GFLOP/s,
+/// through `kernels::gemm` and through matrixmultiply. `scripts/torch_gemm_bench.py` times the
+/// same shapes in PyTorch.
+pub fn gemm(args: &ThroughputOptions) -> Result<()> {
+    use crate::kernels::gemm::{self, Matrix};
+    let path = args
+        .model
+        .clone()
+        .unwrap_or_else(|| "models/swin-micro-28.yaml".into());
+    let config = SwinConfig::load(&path)?;
+    let mut rows = Vec::new();
+    for (i, stage) in config.stages().iter().enumerate() {
+        let tokens = args.batch * stage.resolution * stage.resolution;
+        let (dim, hidden) = (stage.dim, (stage.dim as f64 * config.mlp_ratio) as usize);
+        for (layer, d_in, d_out) in [
+            ("qkv", dim, 3 * dim),
+            ("proj", dim, dim),
+            ("fc1", dim, hidden),
+            ("fc2", hidden, dim),
+        ] {
+            let filled = |len: usize, step: f32| -> Vec<f32> {
+                (0..len).map(|j| ((j % 97) as f32 - 48.0) * step).collect()
+            };
+            let (x, w, d_y) = (
+                filled(tokens * d_in, 0.01),
+                filled(d_in * d_out, 0.001),
+                filled(tokens * d_out, 0.01),
+            );
+            let bias = vec![0.5; d_out];
+            let (x, w, d_y) = (
+                Matrix::new(&x, tokens, d_in),
+                Matrix::new(&w, d_in, d_out),
+                Matrix::new(&d_y, tokens, d_out),
+            );
+            type Product<'a> = Box<dyn Fn() -> Vec<f32> + 'a>;
+            let cases: [(&str, Matrix, Matrix, Product, Product); 3] = [
+                (
+                    "forward",
+                    x,
+                    w,
+                    Box::new(|| gemm::product(x, w, Some(&bias))),
+                    Box::new(|| gemm::matrixmultiply_product(x, w, Some(&bias))),
+                ),
+                (
+                    "input_grad",
+                    d_y,
+                    w.t(),
+                    Box::new(|| gemm::product(d_y, w.t(), None)),
+                    Box::new(|| gemm::matrixmultiply_product(d_y, w.t(), None)),
+                ),
+                (
+                    "weight_grad",
+                    x.t(),
+                    d_y,
+                    Box::new(|| gemm::product_summed(x.t(), d_y)),
+                    Box::new(|| gemm::matrixmultiply_product(x.t(), d_y, None)),
+                ),
+            ];
+            for (name, a, b, ours, theirs) in cases {
+                let flops = 2.0 * (a.rows * a.cols * b.cols) as f64 / 1e9;
+                let time = |product: &Product| {
+                    median_seconds(args.warmup, args.iters, || {
+                        std::hint::black_box(product());
+                    })
+                };
+                rows.push(GemmThroughput {
+                    product: format!("stage{i}.{layer} {name}"),
+                    m: a.rows,
+                    k: a.cols,
+                    n: b.cols,
+                    eesmm_gflops: flops / time(&ours),
+                    matrixmultiply_gflops: flops / time(&theirs),
+                });
+            }
+        }
+    }
+    for row in rows {
+        if args.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:<26} [{:>6} x {:>6}] · [{:>6} x {:>5}]  eesmm {:>6.1} GFLOP/s  matrixmultiply {:>6.1}",
+                row.product, row.m, row.k, row.k, row.n, row.eesmm_gflops, row.matrixmultiply_gflops
+            );
+        }
+    }
+    Ok(())
+}

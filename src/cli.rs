@@ -298,6 +298,9 @@ pub struct FeaturesArgs {
 pub enum BenchCommand {
     /// Encoder forward and forward+backward images/s.
     Encoder(ThroughputArgs),
+    /// The matrix products of a model's Linear layers (forward, input and weight gradient) in
+    /// GFLOP/s: the CPU kernels against matrixmultiply (`--model`, default swin-micro-28).
+    Gemm(ThroughputArgs),
     /// Latency of the exported ONNX graph in ONNX Runtime vs the burn forward.
     Onnx(OnnxBenchArgs),
     /// Pretraining steps: EESMM vs SimMIM images/s and peak memory at the same encoder batch.

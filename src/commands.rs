@@ -82,6 +82,7 @@ pub fn run(command: Command) -> Result<()> {
         } => diff(&actual, &expected, tol),
         Command::Bench(BenchCommand::Encoder(args)) => bench::encoder(&args.options()),
         Command::Bench(BenchCommand::Pretrain(args)) => bench::pretrain(&args.options()),
+        Command::Bench(BenchCommand::Gemm(args)) => bench::gemm(&args.options()),
         Command::Bench(BenchCommand::Onnx(args)) => crate::runtime::bench::run(&args.options()),
         Command::Report(ReportCommand::LabelEfficiency { results, plot }) => {
             crate::evaluate::label_efficiency::report(&results, &plot)

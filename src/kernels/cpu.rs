@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::gemm::{self, Matrix};
 use super::math;
 
 /// Defines `fn $name(args) -> ret` that runs `$body` compiled for AVX2 + FMA when the CPU has
@@ -39,89 +40,6 @@ const ELEMENTS_PER_TASK: usize = 16 * 1024;
 /// Entries of the bias gradient summed over windows by one rayon task.
 const BIAS_ENTRIES_PER_TASK: usize = 1024;
 
-/// A `[rows, cols]` matrix inside a slice that starts at its first element, rows `row_stride`
-/// apart (a sub-block of a wider row-major matrix), or the transpose of one.
-#[derive(Debug, Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    /// (row stride, column stride) in elements.
-    strides: (isize, isize),
-}
-
-/// Whether `rows × cols` elements at `row_stride` fit in `len` (checked before every product).
-fn fits(len: usize, rows: usize, cols: usize, row_stride: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1) * row_stride + cols <= len
-}
-
-impl<'a> Matrix<'a> {
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols, "a [{rows}, {cols}] matrix");
-        Self::view(data, rows, cols, cols)
-    }
-
-    fn view(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
-        assert!(
-            fits(data.len(), rows, cols, row_stride),
-            "a [{rows}, {cols}] view"
-        );
-        Self {
-            data,
-            rows,
-            cols,
-            strides: (row_stride as isize, 1),
-        }
-    }
-
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            strides: (self.strides.1, self.strides.0),
-            ..self
-        }
-    }
-}
-
-/// `c = alpha · a · b + beta · c`, `c` a `[a.rows, b.cols]` view with rows `c_row_stride` apart
-/// (matrixmultiply's sgemm, on every core for large enough products; it splits rows and
-/// columns, never the sum, so the result does not depend on the thread count).
-fn gemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: &mut [f32], c_row_stride: usize) {
-    assert!(fits(c.len(), a.rows, b.cols, c_row_stride), "output view");
-    // SAFETY: `fits` checked that `c` holds the output at its stride.
-    unsafe { sgemm(alpha, a, b, beta, c.as_mut_ptr(), c_row_stride) }
-}
-
-/// matrixmultiply's sgemm on two checked views, writing to `c` at row stride `c_row_stride`.
-///
-/// # Safety
-/// `c` must have room for `a.rows × b.cols` floats at that stride, initialised unless `beta` is
-/// 0 ("If β is zero, then C does not need to be initialized").
-unsafe fn sgemm(alpha: f32, a: Matrix, b: Matrix, beta: f32, c: *mut f32, c_row_stride: usize) {
-    assert_eq!(a.cols, b.rows, "inner dimensions");
-    // SAFETY: `Matrix::view` checked that each input holds its elements at the strides given (a
-    // transpose only swaps them); the caller vouches for `c`.
-    unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            alpha,
-            a.data.as_ptr(),
-            a.strides.0,
-            a.strides.1,
-            b.data.as_ptr(),
-            b.strides.0,
-            b.strides.1,
-            beta,
-            c,
-            c_row_stride as isize,
-            1,
-        )
-    }
-}
-
 /// `len` zeros, written in parallel. A fresh buffer's zero-fill and page faults would otherwise
 /// all fall on the calling thread while the other cores wait (a tenth of a training step).
 pub fn zeros(len: usize) -> Vec<f32> {
@@ -135,39 +53,26 @@ pub fn zeros(len: usize) -> Vec<f32> {
     buffer
 }
 
-/// `a · b` as a new row-major `[a.rows, b.cols]` buffer, not zero-filled first (sgemm with
-/// `beta = 0` does not read it).
-fn product(a: Matrix, b: Matrix) -> Vec<f32> {
-    let len = a.rows * b.cols;
-    let mut c = Vec::with_capacity(len);
-    // SAFETY: the capacity holds `len` floats at row stride `b.cols`, and with `beta = 0` sgemm
-    // writes every one of them, so all are initialised before `set_len`.
-    unsafe {
-        sgemm(1.0, a, b, 0.0, c.as_mut_ptr(), b.cols);
-        c.set_len(len);
-    }
-    c
+/// A new buffer of `len` floats that `fill` writes through the vector's spare capacity, with no
+/// zero-fill first (a whole pass over every output, 4 % of a training step, that the kernels
+/// overwrote anyway).
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements.
+unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut buffer = Vec::with_capacity(len);
+    fill(&mut buffer.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `fill` wrote every element.
+    unsafe { buffer.set_len(len) };
+    buffer
 }
 
 /// `y = x · weight + bias`: `x: [rows, in]`, `weight: [in, out]` (burn's layout), `bias: [out]`.
 pub fn linear_forward(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (d_out, d_in) = (bias.len(), weight.len() / bias.len());
     let rows = x.len() / d_in;
-    let mut y = Vec::with_capacity(rows * d_out);
-    y.spare_capacity_mut()
-        .par_chunks_mut(ROWS_PER_TASK * d_out)
-        .for_each(|rows| {
-            for row in rows.chunks_mut(d_out) {
-                for (y, &b) in row.iter_mut().zip(bias) {
-                    y.write(b);
-                }
-            }
-        });
-    // SAFETY: every row of the capacity was just set to the bias.
-    unsafe { y.set_len(rows * d_out) };
     let (x, weight) = (Matrix::new(x, rows, d_in), Matrix::new(weight, d_in, d_out));
-    gemm(1.0, x, weight, 1.0, &mut y, d_out);
-    y
+    gemm::product(x, weight, Some(bias))
 }
 
 /// Backward of [`linear_forward`] with `weight: [in, d_out]`: `(dx, dweight, dbias)`.
@@ -184,8 +89,8 @@ pub fn linear_backward(
         Matrix::new(weight, d_in, d_out),
         Matrix::new(d_y, rows, d_out),
     );
-    let d_x = product(g, w.t());
-    let d_w = product(x.t(), g);
+    let d_x = gemm::product(g, w.t(), None);
+    let d_w = gemm::product_summed(x.t(), g);
     (d_x, d_w, column_sums(d_y, d_out))
 }
 
@@ -232,40 +137,52 @@ impl Windows {
     }
 }
 
+/// `dst = src` into not yet initialised floats (`write_copy_of_slice` needs Rust 1.93).
+#[inline(always)]
+fn write_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(v);
+    }
+}
+
 /// The windows `[B·nW, ws², C]` of `map: [B, H, W, C]` (one copy of each token row).
 pub fn window_partition(map: &[f32], s: &Windows) -> Vec<f32> {
     let (rows, cols) = s.per_image();
     let (c, area) = (s.channels, s.window * s.window);
     let image = s.height * s.width * c;
-    let mut windows = zeros(map.len());
-    windows
-        .par_chunks_mut(area * c)
-        .enumerate()
-        .for_each(|(w, out)| {
-            let (b, wy, wx) = (w / (rows * cols), w / cols % rows, w % cols);
-            let src = &map[b * image..][..image];
-            for (t, row) in out.chunks_mut(c).enumerate() {
-                row.copy_from_slice(&src[s.source(wy, wx, t)..][..c]);
-            }
-        });
-    windows
+    let fill = |windows: &mut [MaybeUninit<f32>]| {
+        windows
+            .par_chunks_mut(area * c)
+            .enumerate()
+            .for_each(|(w, out)| {
+                let (b, wy, wx) = (w / (rows * cols), w / cols % rows, w % cols);
+                let src = &map[b * image..][..image];
+                for (t, row) in out.chunks_mut(c).enumerate() {
+                    write_row(row, &src[s.source(wy, wx, t)..][..c]);
+                }
+            })
+    };
+    // SAFETY: every token row of every window is copied.
+    unsafe { written(map.len(), fill) }
 }
 
 /// The map `[B, H, W, C]` of `windows: [B·nW, ws², C]`, the inverse of [`window_partition`].
 pub fn window_merge(windows: &[f32], s: &Windows) -> Vec<f32> {
     let (rows, cols) = s.per_image();
     let (c, area) = (s.channels, s.window * s.window);
-    let mut map = zeros(windows.len());
-    map.par_chunks_mut(s.height * s.width * c)
-        .zip(windows.par_chunks(rows * cols * area * c))
-        .for_each(|(image, windows)| {
-            for (w, window) in windows.chunks(area * c).enumerate() {
-                for (t, row) in window.chunks(c).enumerate() {
-                    image[s.source(w / cols, w % cols, t)..][..c].copy_from_slice(row);
+    let fill = |map: &mut [MaybeUninit<f32>]| {
+        map.par_chunks_mut(s.height * s.width * c)
+            .zip(windows.par_chunks(rows * cols * area * c))
+            .for_each(|(image, windows)| {
+                for (w, window) in windows.chunks(area * c).enumerate() {
+                    for (t, row) in window.chunks(c).enumerate() {
+                        write_row(&mut image[s.source(w / cols, w % cols, t)..][..c], row);
+                    }
                 }
-            }
-        });
-    map
+            })
+    };
+    // SAFETY: the windows tile the map, so every token row is written once.
+    unsafe { written(windows.len(), fill) }
 }
 
 /// The geometry of one window-attention call.
@@ -381,10 +298,10 @@ fn attention_window(
         if let Some(mask) = mask {
             axpy(1.0, mask, logits);
         }
-        gemm(s.scale(), part(0, h), part(1, h).t(), 1.0, logits, n); // + q kᵀ · scale
+        gemm::product_to(part(0, h), part(1, h).t(), s.scale(), logits, n, true); // + q kᵀ · scale
         logits.chunks_mut(n).for_each(softmax);
         let p = Matrix::new(logits, n, n);
-        gemm(1.0, p, part(2, h), 0.0, &mut out[h * hd..], c); // P v
+        gemm::product_to(p, part(2, h), 1.0, &mut out[h * hd..], c, false); // P v
     }
 }
 }
@@ -442,9 +359,9 @@ fn attention_window_backward(
     for h in 0..s.heads {
         let p = Matrix::new(&probs[h * n * n..][..n * n], n, n);
         let d_o = Matrix::view(&d_out[h * hd..], n, hd, c);
-        gemm(1.0, p.t(), d_o, 0.0, &mut d_qkv[at(2, h)..], 3 * c); // dV = Pᵀ dO
+        gemm::product_to(p.t(), d_o, 1.0, &mut d_qkv[at(2, h)..], 3 * c, false); // dV = Pᵀ dO
         let d_s = &mut d_logits[h * n * n..][..n * n];
-        gemm(1.0, d_o, part(2, h).t(), 0.0, d_s, n); // dP = dO vᵀ
+        gemm::product_to(d_o, part(2, h).t(), 1.0, d_s, n, false); // dP = dO vᵀ
         for (d_s, p) in d_s.chunks_mut(n).zip(p.data.chunks(n)) {
             // dS = P ∘ (dP − Σ_j P dP), row by row
             let centre = dot(p, d_s);
@@ -453,8 +370,10 @@ fn attention_window_backward(
             }
         }
         let d_s = Matrix::new(d_s, n, n);
-        gemm(s.scale(), d_s, part(1, h), 0.0, &mut d_qkv[at(0, h)..], 3 * c); // dQ = dS k
-        gemm(s.scale(), d_s.t(), part(0, h), 0.0, &mut d_qkv[at(1, h)..], 3 * c); // dK = dSᵀ q
+        let d_q = &mut d_qkv[at(0, h)..];
+        gemm::product_to(d_s, part(1, h), s.scale(), d_q, 3 * c, false); // dQ = dS k · scale
+        let d_k = &mut d_qkv[at(1, h)..];
+        gemm::product_to(d_s.t(), part(0, h), s.scale(), d_k, 3 * c, false); // dK = dSᵀ q · scale
     }
 }
 }
@@ -499,7 +418,7 @@ fn layer_norm_rows(
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     stats: Option<&mut [f32]>,
 ) {
     let mut stats = stats;
@@ -509,7 +428,7 @@ fn layer_norm_rows(
         let var = reduce2(x, x, |v, _| (v - mean) * (v - mean)) / c as f32;
         let rstd = 1.0 / (var + eps).sqrt();
         for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-            *y = (x - mean) * rstd * g + b;
+            y.write((x - mean) * rstd * g + b);
         }
         if let Some(stats) = stats.as_deref_mut() {
             stats[2 * r] = mean;
@@ -529,17 +448,19 @@ pub fn layer_norm_forward(
     stats: Option<&mut [f32]>,
 ) -> Vec<f32> {
     let c = gamma.len();
-    let mut y = zeros(x.len());
-    let tasks = x
-        .par_chunks(ROWS_PER_TASK * c)
-        .zip(y.par_chunks_mut(ROWS_PER_TASK * c));
-    match stats {
-        Some(stats) => tasks
-            .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
-            .for_each(|((x, y), stats)| layer_norm_rows(x, gamma, beta, eps, y, Some(stats))),
-        None => tasks.for_each(|(x, y)| layer_norm_rows(x, gamma, beta, eps, y, None)),
-    }
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        let tasks = x
+            .par_chunks(ROWS_PER_TASK * c)
+            .zip(y.par_chunks_mut(ROWS_PER_TASK * c));
+        match stats {
+            Some(stats) => tasks
+                .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
+                .for_each(|((x, y), stats)| layer_norm_rows(x, gamma, beta, eps, y, Some(stats))),
+            None => tasks.for_each(|(x, y)| layer_norm_rows(x, gamma, beta, eps, y, None)),
+        }
+    };
+    // SAFETY: each row of `y` is written from its row of `x`.
+    unsafe { written(x.len(), fill) }
 }
 
 multiversion! {
@@ -549,7 +470,7 @@ fn layer_norm_backward_rows(
     gamma: &[f32],
     stats: &[f32],
     d_y: &[f32],
-    d_x: &mut [f32],
+    d_x: &mut [MaybeUninit<f32>],
     d_gamma: &mut [f32],
     d_beta: &mut [f32],
 ) {
@@ -572,7 +493,7 @@ fn layer_norm_backward_rows(
         let mean_g = sum(&g) / c as f32;
         let mean_gx = dot(&g, &x_hat) / c as f32;
         for ((d_x, &g), &x_hat) in d_x.iter_mut().zip(&g).zip(&x_hat) {
-            *d_x = rstd * (g - mean_g - x_hat * mean_gx);
+            d_x.write(rstd * (g - mean_g - x_hat * mean_gx));
         }
     }
 }
@@ -586,18 +507,22 @@ pub fn layer_norm_backward(
     d_y: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = gamma.len();
-    let mut d_x = zeros(x.len());
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = x
-        .par_chunks(ROWS_PER_TASK * c)
-        .zip(stats.par_chunks(ROWS_PER_TASK * 2))
-        .zip(d_y.par_chunks(ROWS_PER_TASK * c))
-        .zip(d_x.par_chunks_mut(ROWS_PER_TASK * c))
-        .map(|(((x, stats), d_y), d_x)| {
-            let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
-            layer_norm_backward_rows(x, gamma, stats, d_y, d_x, &mut d_gamma, &mut d_beta);
-            (d_gamma, d_beta)
-        })
-        .collect();
+    let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+    let fill = |d_x: &mut [MaybeUninit<f32>]| {
+        partials = x
+            .par_chunks(ROWS_PER_TASK * c)
+            .zip(stats.par_chunks(ROWS_PER_TASK * 2))
+            .zip(d_y.par_chunks(ROWS_PER_TASK * c))
+            .zip(d_x.par_chunks_mut(ROWS_PER_TASK * c))
+            .map(|(((x, stats), d_y), d_x)| {
+                let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
+                layer_norm_backward_rows(x, gamma, stats, d_y, d_x, &mut d_gamma, &mut d_beta);
+                (d_gamma, d_beta)
+            })
+            .collect();
+    };
+    // SAFETY: each row of `d_x` is written from its row of `x`.
+    let d_x = unsafe { written(x.len(), fill) };
     let (mut d_gamma, mut d_beta) = (vec![0.0; c], vec![0.0; c]);
     for (g, b) in &partials {
         axpy(1.0, g, &mut d_gamma);
@@ -607,36 +532,40 @@ pub fn layer_norm_backward(
 }
 
 multiversion! {
-fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+fn gelu_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = math::gelu(x);
+        y.write(math::gelu(x));
     }
 }
 }
 
 multiversion! {
-fn gelu_backward_chunk(x: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+fn gelu_backward_chunk(x: &[f32], d_y: &[f32], d_x: &mut [MaybeUninit<f32>]) {
     for ((d_x, &x), &g) in d_x.iter_mut().zip(x).zip(d_y) {
-        *d_x = g * math::gelu_derivative(x);
+        d_x.write(g * math::gelu_derivative(x));
     }
 }
 }
 
 /// Exact (erf) GELU of every element.
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = zeros(x.len());
-    x.par_chunks(ELEMENTS_PER_TASK)
-        .zip(y.par_chunks_mut(ELEMENTS_PER_TASK))
-        .for_each(|(x, y)| gelu_chunk(x, y));
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        x.par_chunks(ELEMENTS_PER_TASK)
+            .zip(y.par_chunks_mut(ELEMENTS_PER_TASK))
+            .for_each(|(x, y)| gelu_chunk(x, y))
+    };
+    // SAFETY: every element is written from its element of `x`.
+    unsafe { written(x.len(), fill) }
 }
 
 /// `dx = dy · gelu'(x)`.
 pub fn gelu_backward(x: &[f32], d_y: &[f32]) -> Vec<f32> {
-    let mut d_x = zeros(x.len());
-    x.par_chunks(ELEMENTS_PER_TASK)
-        .zip(d_y.par_chunks(ELEMENTS_PER_TASK))
-        .zip(d_x.par_chunks_mut(ELEMENTS_PER_TASK))
-        .for_each(|((x, d_y), d_x)| gelu_backward_chunk(x, d_y, d_x));
-    d_x
+    let fill = |d_x: &mut [MaybeUninit<f32>]| {
+        x.par_chunks(ELEMENTS_PER_TASK)
+            .zip(d_y.par_chunks(ELEMENTS_PER_TASK))
+            .zip(d_x.par_chunks_mut(ELEMENTS_PER_TASK))
+            .for_each(|((x, d_y), d_x)| gelu_backward_chunk(x, d_y, d_x))
+    };
+    // SAFETY: every element is written from its elements of `x` and `d_y`.
+    unsafe { written(x.len(), fill) }
 }

@@ -14,6 +14,7 @@
 
 pub mod composed;
 pub mod cpu;
+pub mod gemm;
 pub mod math;
 
 mod autodiff;
@@ -170,13 +171,20 @@ impl SwinOps for burn::backend::Flex {}
 /// `layer` applied as one matrix product over all leading axes: `[.., in]` → `[.., out]`. (burn's
 /// `Linear` on a rank > 2 input runs one small product per leading index.)
 pub fn linear<B: SwinOps, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let bias = match &layer.bias {
-        Some(bias) => bias.val(),
-        None => Tensor::zeros([layer.weight.dims()[1]], &x.device()), // a constant: no gradient
-    };
+    affine(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// `x · weight + bias` over the last axis: `x: [.., in]`, `weight: [in, out]`, `bias: [out]`.
+pub fn affine<B: SwinOps, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    // A missing bias is a constant zero: no gradient.
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[1]], &x.device()));
     tensor(B::fused_linear(
         primitive(x),
-        primitive(layer.weight.val()),
+        primitive(weight),
         primitive(bias),
     ))
 }

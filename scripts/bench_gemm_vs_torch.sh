@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The Linear layers' matrix products of one model at one batch: eesmm's CPU kernels
+# (src/kernels/gemm.rs), matrixmultiply alone (what they replaced) and PyTorch's sgemm, 2 threads
+# each, BENCH_ROUNDS runs of each side in turn; one markdown table of median GFLOP/s.
+#
+#   scripts/bench_gemm_vs_torch.sh [BINARY] [PRESET] [BATCH]
+#   scripts/bench_gemm_vs_torch.sh target/release/eesmm models/swin-micro-28.yaml 64
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary="${1:-target/release/eesmm}"
+preset="${2:-models/swin-micro-28.yaml}"
+batch="${3:-64}"
+rounds="${BENCH_ROUNDS:-3}"
+python="$(bash scripts/setup_bench_python.sh)"
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+export OMP_NUM_THREADS=2
+runs="$(mktemp -d)"
+trap 'rm -rf "$runs"' EXIT
+for r in $(seq "$rounds"); do
+    "$binary" bench gemm --model "$preset" --batch "$batch" --iters 10 --warmup 2 --json > "$runs/eesmm-$r.jsonl"
+    "$python" scripts/torch_gemm_bench.py --preset "$preset" --batch "$batch" --threads 2 > "$runs/torch-$r.jsonl"
+done
+python3 - "$runs" "$preset" <<'PY'
+import glob, json, statistics, sys
+import re
+depths = [int(d) for d in re.search(r"depths:\s*\[([^\]]*)\]", open(sys.argv[2]).read()).group(1).split(",")]
+rows = {}
+for path in sorted(glob.glob(f"{sys.argv[1]}/*.jsonl")):
+    for line in open(path):
+        r = json.loads(line)
+        row = rows.setdefault(r["product"], {"shape": f'[{r["m"]}, {r["k"]}] · [{r["k"]}, {r["n"]}]'})
+        for key in ("eesmm_gflops", "matrixmultiply_gflops", "torch_gflops"):
+            if key in r:
+                row.setdefault(key, []).append(r[key])
+print("| product | shape | eesmm GFLOP/s | matrixmultiply | PyTorch | eesmm / PyTorch |")
+print("|---|---|---|---|---|---|")
+# A training step's time in these products: each stage's blocks run its four layers' three products.
+step_ms = {"eesmm_gflops": 0.0, "matrixmultiply_gflops": 0.0, "torch_gflops": 0.0}
+for name, row in rows.items():
+    m = {k: statistics.median(v) for k, v in row.items() if k != "shape"}
+    dims = [int(v) for v in re.findall(r"\d+", row["shape"])]
+    gflop = 2 * dims[0] * dims[1] * dims[3] / 1e9
+    blocks = depths[int(name[len("stage")])]
+    for key in step_ms:
+        step_ms[key] += blocks * gflop / m[key] * 1e3
+    print(f'| {name} | {row["shape"]} | {m["eesmm_gflops"]:.0f} | {m["matrixmultiply_gflops"]:.0f} '
+          f'| {m["torch_gflops"]:.0f} | {m["eesmm_gflops"] / m["torch_gflops"]:.2f} |')
+e, mm, t = (step_ms[k] for k in ("eesmm_gflops", "matrixmultiply_gflops", "torch_gflops"))
+print(f"| all blocks' Linear products of one forward+backward | | {e:.1f} ms | {mm:.1f} ms | {t:.1f} ms | {t / e:.2f} |")
+PY
