@@ -20,31 +20,32 @@ for r in $(seq "$rounds"); do
     "$binary" bench gemm --model "$preset" --batch "$batch" --iters 10 --warmup 2 --json > "$runs/eesmm-$r.jsonl"
     "$python" scripts/torch_gemm_bench.py --preset "$preset" --batch "$batch" --threads 2 > "$runs/torch-$r.jsonl"
 done
-python3 - "$runs" "$preset" <<'PY'
+"$python" - "$runs" "$preset" <<'PY'
 import glob, json, statistics, sys
-import re
-depths = [int(d) for d in re.search(r"depths:\s*\[([^\]]*)\]", open(sys.argv[2]).read()).group(1).split(",")]
+import yaml
+depths = yaml.safe_load(open(sys.argv[2]))["depths"]
+sides = ("eesmm_gflops", "matrixmultiply_gflops", "torch_gflops")
 rows = {}
 for path in sorted(glob.glob(f"{sys.argv[1]}/*.jsonl")):
     for line in open(path):
         r = json.loads(line)
-        row = rows.setdefault(r["product"], {"shape": f'[{r["m"]}, {r["k"]}] · [{r["k"]}, {r["n"]}]'})
-        for key in ("eesmm_gflops", "matrixmultiply_gflops", "torch_gflops"):
+        row = rows.setdefault(r["product"], {"mkn": (r["m"], r["k"], r["n"])})
+        for key in sides:
             if key in r:
                 row.setdefault(key, []).append(r[key])
 print("| product | shape | eesmm GFLOP/s | matrixmultiply | PyTorch | eesmm / PyTorch |")
 print("|---|---|---|---|---|---|")
 # A training step's time in these products: each stage's blocks run its four layers' three products.
-step_ms = {"eesmm_gflops": 0.0, "matrixmultiply_gflops": 0.0, "torch_gflops": 0.0}
+step_ms = dict.fromkeys(sides, 0.0)
 for name, row in rows.items():
-    m = {k: statistics.median(v) for k, v in row.items() if k != "shape"}
-    dims = [int(v) for v in re.findall(r"\d+", row["shape"])]
-    gflop = 2 * dims[0] * dims[1] * dims[3] / 1e9
-    blocks = depths[int(name[len("stage")])]
-    for key in step_ms:
-        step_ms[key] += blocks * gflop / m[key] * 1e3
-    print(f'| {name} | {row["shape"]} | {m["eesmm_gflops"]:.0f} | {m["matrixmultiply_gflops"]:.0f} '
-          f'| {m["torch_gflops"]:.0f} | {m["eesmm_gflops"] / m["torch_gflops"]:.2f} |')
-e, mm, t = (step_ms[k] for k in ("eesmm_gflops", "matrixmultiply_gflops", "torch_gflops"))
+    m, k, n = row["mkn"]
+    gflops = {key: statistics.median(row[key]) for key in sides}
+    blocks = depths[int(name[len("stage"):].split(".")[0])]
+    for key in sides:
+        step_ms[key] += blocks * 2 * m * k * n / 1e9 / gflops[key] * 1e3
+    print(f'| {name} | [{m}, {k}] · [{k}, {n}] | {gflops["eesmm_gflops"]:.0f} '
+          f'| {gflops["matrixmultiply_gflops"]:.0f} | {gflops["torch_gflops"]:.0f} '
+          f'| {gflops["eesmm_gflops"] / gflops["torch_gflops"]:.2f} |')
+e, mm, t = (step_ms[key] for key in sides)
 print(f"| all blocks' Linear products of one forward+backward | | {e:.1f} ms | {mm:.1f} ms | {t:.1f} ms | {t / e:.2f} |")
 PY

@@ -309,11 +309,20 @@ pub struct GemmThroughput {
 /// same shapes in PyTorch.
 pub fn gemm(args: &ThroughputOptions) -> Result<()> {
     use crate::kernels::gemm::{self, Matrix};
+    anyhow::ensure!(
+        args.device == DeviceSpec::Cpu,
+        "bench gemm times the CPU kernels: --device must be cpu, not {:?}",
+        args.device
+    );
     let path = args
         .model
         .clone()
         .unwrap_or_else(|| "models/swin-micro-28.yaml".into());
     let config = SwinConfig::load(&path)?;
+    // Deterministic values of a size that keeps products far from overflow and denormals.
+    let filled = |len: usize, step: f32| -> Vec<f32> {
+        (0..len).map(|j| ((j % 97) as f32 - 48.0) * step).collect()
+    };
     let mut rows = Vec::new();
     for (i, stage) in config.stages().iter().enumerate() {
         let tokens = args.batch * stage.resolution * stage.resolution;
@@ -324,9 +333,6 @@ pub fn gemm(args: &ThroughputOptions) -> Result<()> {
             ("fc1", dim, hidden),
             ("fc2", hidden, dim),
         ] {
-            let filled = |len: usize, step: f32| -> Vec<f32> {
-                (0..len).map(|j| ((j % 97) as f32 - 48.0) * step).collect()
-            };
             let (x, w, d_y) = (
                 filled(tokens * d_in, 0.01),
                 filled(d_in * d_out, 0.001),
@@ -338,44 +344,31 @@ pub fn gemm(args: &ThroughputOptions) -> Result<()> {
                 Matrix::new(&w, d_in, d_out),
                 Matrix::new(&d_y, tokens, d_out),
             );
-            type Product<'a> = Box<dyn Fn() -> Vec<f32> + 'a>;
-            let cases: [(&str, Matrix, Matrix, Product, Product); 3] = [
-                (
-                    "forward",
-                    x,
-                    w,
-                    Box::new(|| gemm::product(x, w, Some(&bias))),
-                    Box::new(|| gemm::matrixmultiply_product(x, w, Some(&bias))),
-                ),
-                (
-                    "input_grad",
-                    d_y,
-                    w.t(),
-                    Box::new(|| gemm::product(d_y, w.t(), None)),
-                    Box::new(|| gemm::matrixmultiply_product(d_y, w.t(), None)),
-                ),
-                (
-                    "weight_grad",
-                    x.t(),
-                    d_y,
-                    Box::new(|| gemm::product_summed(x.t(), d_y)),
-                    Box::new(|| gemm::matrixmultiply_product(x.t(), d_y, None)),
-                ),
+            // (name, a, b, bias, whether the inner dimension is the tokens)
+            let cases = [
+                ("forward", x, w, Some(bias.as_slice()), false),
+                ("input_grad", d_y, w.t(), None, false),
+                ("weight_grad", x.t(), d_y, None, true),
             ];
-            for (name, a, b, ours, theirs) in cases {
-                let flops = 2.0 * (a.rows * a.cols * b.cols) as f64 / 1e9;
-                let time = |product: &Product| {
+            for (name, a, b, bias, summed) in cases {
+                let seconds = |product: &dyn Fn() -> Vec<f32>| {
                     median_seconds(args.warmup, args.iters, || {
                         std::hint::black_box(product());
                     })
                 };
+                let ours = seconds(&|| match summed {
+                    true => gemm::product_summed(a, b),
+                    false => gemm::product(a, b, bias),
+                });
+                let theirs = seconds(&|| gemm::matrixmultiply_product(a, b, bias));
+                let gflop = 2.0 * (a.rows * a.cols * b.cols) as f64 / 1e9;
                 rows.push(GemmThroughput {
                     product: format!("stage{i}.{layer} {name}"),
                     m: a.rows,
                     k: a.cols,
                     n: b.cols,
-                    eesmm_gflops: flops / time(&ours),
-                    matrixmultiply_gflops: flops / time(&theirs),
+                    eesmm_gflops: gflop / ours,
+                    matrixmultiply_gflops: gflop / theirs,
                 });
             }
         }

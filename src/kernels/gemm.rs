@@ -5,8 +5,9 @@
 //! CPUs without AVX2 + FMA, and the attention's small per-head products.
 //!
 //! Why not matrixmultiply for all of them: on a Swin step's Linear shapes (inner dimension 48–384)
-//! it ran at 60–75 % of PyTorch's sgemm, and at a third of it on the weight gradients, whose 48–96
-//! output rows it runs on one core; it also packs both operands of every product. This kernel
+//! it ran at 66–84 % of PyTorch's sgemm, and at 29–39 % on the weight gradients with 48 output
+//! rows (53–82 % with 96–384), which leave its row split little to share between cores; it also
+//! packs both operands of every product. This kernel
 //! packs only the small operand and is level with PyTorch (README, "Speed": `eesmm bench gemm`).
 //!
 //! Work is split into blocks whose size depends on the shapes only, never on the thread count,
@@ -504,7 +505,8 @@ mod avx2 {
     pub fn product_summed(a: Matrix, b: Matrix) -> Vec<f32> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let per_task = k.div_ceil(MAX_PARTIALS).max(MIN_INNER_PER_TASK);
-        let partials: Vec<Vec<f32>> = (0..k.div_ceil(per_task))
+        let b_in_place = Rhs::in_place(&b);
+        let mut partials: Vec<Vec<f32>> = (0..k.div_ceil(per_task))
             .into_par_iter()
             .map(|task| {
                 let (start, end) = (task * per_task, ((task + 1) * per_task).min(k));
@@ -513,7 +515,7 @@ mod avx2 {
                 for k0 in (start..end).step_by(KC) {
                     let kc = KC.min(end - k0);
                     pack_a(&a, k0, kc, &mut packed_a);
-                    if !Rhs::in_place(&b) {
+                    if !b_in_place {
                         pack_b(&b, k0, kc, 1.0, &mut packed_b);
                     }
                     // Row blocks of the partial in parallel too: a short inner dimension leaves
@@ -524,7 +526,7 @@ mod avx2 {
                             let r0 = block_index * ROWS_PER_SUMMED_TASK;
                             let rows = (r0, (r0 + ROWS_PER_SUMMED_TASK).min(m));
                             let lhs = Lhs::Packed(&packed_a);
-                            let rhs = match Rhs::in_place(&b) {
+                            let rhs = match b_in_place {
                                 true => Rhs::Rows(&b),
                                 false => Rhs::Packed(&packed_b),
                             };
@@ -536,12 +538,12 @@ mod avx2 {
                 c
             })
             .collect();
-        let (first, rest) = partials.split_first().expect("k > 0 gives a partial");
-        let mut sum = first.clone();
+        let rest = partials.split_off(1);
+        let mut sum = partials.pop().expect("k > 0 gives a partial");
         sum.par_chunks_mut(SUM_PER_TASK)
             .enumerate()
             .for_each(|(task, chunk)| {
-                for partial in rest {
+                for partial in &rest {
                     let partial = &partial[task * SUM_PER_TASK..][..chunk.len()];
                     for (s, p) in chunk.iter_mut().zip(partial) {
                         *s += p;
