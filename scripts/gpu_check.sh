@@ -8,25 +8,43 @@
 #   - encoder forward and forward+backward images/s, eesmm and PyTorch eager (timm), and full
 #     pretraining steps (EESMM and SimMIM, backward and AdamW), eesmm and PyTorch, for swin-t
 #     and swin-b at 224 px, each with the peak GPU memory nvidia-smi saw while it ran
-#   - the loss curve of a 200-step EESMM pretraining run (the quickstart's, on 12,800 images)
+#   - the loss curve of a 200-step EESMM pretraining run (the quickstart's, 2 epochs of 12,800 images)
 #   - the quickstart pipeline on CUDA with its wall time (evaluated on the 2,000 test images of
 #     dist/fashion-mnist; its verify and infer stages need ONNX Runtime: ORT_DYLIB_PATH, or the
 #     library of an `onnxruntime` the Python has)
 # Each part runs under its own `timeout` (BUDGETS below), so a slow part cannot eat the others'.
+# It exits 1 when a part failed or a check did not hold (the JSON's `complete` says which).
 # --dry-run needs no GPU: it checks the inputs (the binary, whether it has CUDA, its size with the
 # tracked files, python with torch/timm/yaml/numpy, the fixtures, the data, the budgets) and
 # writes the JSON with them alone; it exits 1 only if the script itself cannot run (fixtures,
 # presets or the budget wrong), reporting a missing binary, CUDA or PyTorch as not ready.
+# --rehearse [DEVICE] needs no GPU either: every part, the report and its checks, end to end, on
+# DEVICE (cpu, the default, or wgpu) with PyTorch on the CPU, small presets (swin-nano-32,
+# swin-micro-32 at batch 4), a 10-step pretraining run and a one-epoch quickstart on 640 images,
+# so that the GPU's minutes are not the first time the script runs. CI runs it.
 # Environment: EESMM_BIN (default dist/eesmm-cuda), PYTHON (default python3), EESMM_FASHION_MNIST
 # (default dist/fashion-mnist), ORT_DYLIB_PATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-dry_run=false
-if [ "${1:-}" = "--dry-run" ]; then
-    dry_run=true
+mode=gpu
+device=cuda
+case "${1:-}" in
+--dry-run)
+    mode=dry-run
     shift
-fi
+    ;;
+--rehearse)
+    mode=rehearse
+    shift
+    case "${1:-}" in cpu | wgpu)
+        device=$1
+        shift
+        ;;
+    *) device=cpu ;;
+    esac
+    ;;
+esac
 out=${1:-runs/gpu-check}
 bin=${EESMM_BIN:-dist/eesmm-cuda}
 python=${PYTHON:-python3}
@@ -36,28 +54,43 @@ parts=$out/parts
 mkdir -p "$parts"
 rm -f "$parts"/*
 
-# Seconds per part, in the order they run; `timeout -k 2` adds at most 2 s to each.
+# Seconds per part, in the order they run (the benchmarks once per model); `timeout -k 2` adds at
+# most 2 s to each.
 BUDGETS=(
     "parity 35"
-    "encoder_eesmm_swin-t 50" "encoder_torch_swin-t 18"
-    "encoder_eesmm_swin-b 50" "encoder_torch_swin-b 18"
-    "pretrain_eesmm_swin-t 55" "pretrain_torch_swin-t 18"
-    "pretrain_eesmm_swin-b 55" "pretrain_torch_swin-b 18"
+    "encoder_eesmm 50" "encoder_torch 18"
+    "pretrain_eesmm 55" "pretrain_torch 18"
     "pretrain_200 45"
     "quickstart 95"
 )
-# Batch sizes: encoder inputs (an EESMM input holds two images).
-declare -A ENCODER_BATCH=([swin-t]=128 [swin-b]=64) PRETRAIN_BATCH=([swin-t]=64 [swin-b]=32)
 LIMIT_S=480
-# The two pipeline runs. 12,800 images at batch 64: 200 steps, each logged.
-PRETRAIN_200=(pipelines/quickstart.yaml --only pretrain --force --set defaults.device=cuda
+# The benchmarked models and their batch sizes in encoder inputs (an EESMM input holds two images).
+MODELS=(swin-t swin-b)
+declare -A ENCODER_BATCH=([swin-t]=128 [swin-b]=64) PRETRAIN_BATCH=([swin-t]=64 [swin-b]=32)
+ITERS=(--iters 10 --warmup 3)
+# The two pipeline runs: an EESMM step takes two images per input, so two epochs of 12,800 images
+# (dist/ holds 16,384) at batch 64 are 200 steps, each logged.
+pretrain_images=12800
+QUICKSTART_SIZE=(--set finetune.eval_data.limit=2000)
+if [ "$mode" = rehearse ]; then
+    MODELS=(swin-nano-32 swin-micro-32)
+    ENCODER_BATCH=([swin-nano-32]=4 [swin-micro-32]=4)
+    PRETRAIN_BATCH=([swin-nano-32]=4 [swin-micro-32]=4)
+    ITERS=(--iters 2 --warmup 1)
+    pretrain_images=640
+    QUICKSTART_SIZE=(--set pretrain.data.limit=640 --set finetune.data.limit=640
+        --set finetune.eval_data.limit=200 --set finetune.train.epochs=1)
+fi
+PRETRAIN_200=(pipelines/quickstart.yaml --only pretrain --force --set "defaults.device=$device"
     --set "vars.fmnist=$fmnist" --set "run_dir=$out/pretrain-200"
-    --set pretrain.data.limit=12800 --set pretrain.train.log_every=1)
-QUICKSTART=(pipelines/quickstart.yaml --force --set defaults.device=cuda
-    --set "vars.fmnist=$fmnist" --set "run_dir=$out/quickstart" --set finetune.eval_data.limit=2000)
+    --set "pretrain.data.limit=$pretrain_images" --set pretrain.train.epochs=2
+    --set pretrain.train.log_every=1)
+QUICKSTART=(pipelines/quickstart.yaml --force --set "defaults.device=$device"
+    --set "vars.fmnist=$fmnist" --set "run_dir=$out/quickstart" "${QUICKSTART_SIZE[@]}")
 
+# A part's budget: its name without the model (encoder_eesmm_swin-t → encoder_eesmm).
 budget_of() {
-    local name=$1 entry
+    local name=${1%%_swin-*} entry
     for entry in "${BUDGETS[@]}"; do
         set -- $entry
         if [ "$1" = "$name" ]; then echo "$2"; return; fi
@@ -72,16 +105,20 @@ part() {
     local seconds
     seconds=$(budget_of "$part_name")
     echo "gpu_check: $part_name (at most $seconds s)" >&2
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 \
-        >"$parts/$part_name.mem" 2>/dev/null &
-    local sampler=$!
-    local start rc ms
+    local sampler="" start rc ms
+    if [ "$device" = cuda ]; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 \
+            >"$parts/$part_name.mem" 2>/dev/null &
+        sampler=$!
+    fi
     start=$(date +%s%N)
     timeout -k 2 "$seconds" "$@" >"$parts/$part_name.out" 2>"$parts/$part_name.err"
     rc=$?
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    kill "$sampler" 2>/dev/null
-    wait "$sampler" 2>/dev/null
+    if [ -n "$sampler" ]; then
+        kill "$sampler" 2>/dev/null
+        wait "$sampler" 2>/dev/null
+    fi
     printf '{"rc": %d, "budget_s": %d, "wall_s": %d.%03d}\n' "$rc" "$seconds" \
         $((ms / 1000)) $((ms % 1000)) >"$parts/$part_name.meta"
 }
@@ -110,16 +147,18 @@ EOF
 }
 
 check_inputs() {
-    local total=0 entry
+    local total=0 entry runs
     for entry in "${BUDGETS[@]}"; do
         set -- $entry
-        total=$((total + $2 + 2))
+        case $1 in encoder_* | pretrain_eesmm | pretrain_torch) runs=${#MODELS[@]} ;; *) runs=1 ;; esac
+        total=$((total + runs * ($2 + 2)))
     done
     local script_ok=true
     for f in model.yaml cls10.safetensors input.npy expected_pooled.npy expected_logits.npy; do
         [ -f "$fixtures/$f" ] || { echo "missing fixture $fixtures/$f" >&2; script_ok=false; }
     done
-    for f in models/swin-t.yaml models/swin-b.yaml pipelines/quickstart.yaml \
+    local presets=("${MODELS[@]/%/.yaml}")
+    for f in "${presets[@]/#/models/}" pipelines/quickstart.yaml \
         scripts/timm_bench.py scripts/torch_pretrain_bench.py scripts/gpu_check_report.py; do
         [ -f "$f" ] || { echo "missing $f" >&2; script_ok=false; }
     done
@@ -128,7 +167,11 @@ check_inputs() {
         script_ok=false
     fi
     {
+        echo "mode=$mode"
+        echo "device=$device"
+        echo "models=${MODELS[*]}"
         echo "budget_total_s=$total"
+        echo "pretrain_200_steps=$((2 * pretrain_images / 128))"
         echo "script_ok=$script_ok"
         if [ -x "$bin" ]; then
             echo "binary=$bin"
@@ -183,32 +226,38 @@ fi
 start=$(date +%s)
 check_inputs
 inputs_ok=$?
-if $dry_run; then
+if [ "$mode" = dry-run ]; then
     "$python" scripts/gpu_check_report.py --dry-run "$out" 2>/dev/null \
         || python3 scripts/gpu_check_report.py --dry-run "$out"
     exit $inputs_ok
 fi
 [ "$inputs_ok" = 0 ] || exit 1
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$parts/gpu.txt"
+if [ "$mode" = rehearse ]; then
+    echo "rehearsal on $device: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >"$parts/gpu.txt"
+    torch_device=cpu
+else
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$parts/gpu.txt"
+    torch_device=cuda
+fi
 
-part parity "$bin" features --device cuda --model "$fixtures/model.yaml" \
+part parity "$bin" features --device "$device" --model "$fixtures/model.yaml" \
     --weights "$fixtures/cls10.safetensors" --input "$fixtures/input.npy" \
     --out "$parts/parity_pooled.npy" --logits "$parts/parity_logits.npy"
 
-for model in swin-t swin-b; do
+for model in "${MODELS[@]}"; do
     batch=${ENCODER_BATCH[$model]}
-    part "encoder_eesmm_$model" "$bin" bench encoder --device cuda --model "models/$model.yaml" \
-        --batch "$batch" --iters 10 --warmup 3 --json
-    part "encoder_torch_$model" "$python" scripts/timm_bench.py --device cuda \
-        --preset "models/$model.yaml" --batch "$batch" --iters 10 --warmup 3
+    part "encoder_eesmm_$model" "$bin" bench encoder --device "$device" \
+        --model "models/$model.yaml" --batch "$batch" "${ITERS[@]}" --json
+    part "encoder_torch_$model" "$python" scripts/timm_bench.py --device "$torch_device" \
+        --preset "models/$model.yaml" --batch "$batch" "${ITERS[@]}"
 done
-for model in swin-t swin-b; do
+for model in "${MODELS[@]}"; do
     batch=${PRETRAIN_BATCH[$model]}
-    part "pretrain_eesmm_$model" "$bin" bench pretrain --device cuda --model "models/$model.yaml" \
-        --batch "$batch" --iters 10 --warmup 3 --json
-    part "pretrain_torch_$model" "$python" scripts/torch_pretrain_bench.py --device cuda \
-        --preset "models/$model.yaml" --batch "$batch" --iters 10 --warmup 3
+    part "pretrain_eesmm_$model" "$bin" bench pretrain --device "$device" \
+        --model "models/$model.yaml" --batch "$batch" "${ITERS[@]}" --json
+    part "pretrain_torch_$model" "$python" scripts/torch_pretrain_bench.py --device "$torch_device" \
+        --preset "models/$model.yaml" --batch "$batch" "${ITERS[@]}"
 done
 
 part pretrain_200 "$bin" run "${PRETRAIN_200[@]}"

@@ -5,10 +5,14 @@
 
 Every part reports its exit status, budget, wall time (`timed_out` when `timeout` stopped it),
 the peak GPU memory nvidia-smi sampled while it ran (MiB, the whole GPU) and, when it failed, the
-end of its stderr. Standard library only, plus numpy for the parity check (it comes with torch).
+end of its stderr. `complete` lists every check that did not hold (a part that failed or timed out,
+a missing or non-finite images/s, parity over its tolerance, a loss curve short of its steps or
+non-finite, a quickstart stage that did not run); the script exits 1 when there is one.
+Standard library only, plus numpy for the parity check (it comes with torch).
 """
 import glob
 import json
+import math
 import os
 import sys
 
@@ -80,7 +84,8 @@ def parity(parts):
 
 
 def loss_curve(run_dir):
-    rows = json_lines(read(os.path.join(run_dir, "pretrain", "metrics.jsonl")))
+    # One row per logged step; an epoch's closing row (held-out separation) has no "loss".
+    rows = [r for r in json_lines(read(os.path.join(run_dir, "pretrain", "metrics.jsonl"))) if "loss" in r]
     return {
         "steps": len(rows),
         "loss": [[r["step"], r["loss"]] for r in rows],
@@ -96,12 +101,56 @@ def quickstart(run_dir):
         return None
     summary = json.loads(summary)
     return {
+        "status": summary.get("status"),
         "stages": [
             {k: s.get(k) for k in ("name", "status", "metric", "wall_s", "note")}
             for s in summary.get("stages", [])
         ],
         "stages_wall_s": sum(s.get("wall_s") or 0 for s in summary.get("stages", [])),
     }
+
+
+def positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+# The images/s each benchmark part must report.
+RATES = {
+    "encoder": ("forward_images_per_s", "forward_backward_images_per_s"),
+    "pretrain": ("eesmm_images_per_s", "simmim_images_per_s"),
+}
+
+
+def failed_checks(report):
+    """Every check of a full run that did not hold, as sentences (empty: complete)."""
+    failed = []
+    parts = report["parts"]
+    models = report["inputs"].get("models", "").split()
+    expected = ["parity", "pretrain_200", "quickstart"] + [
+        f"{kind}_{who}_{model}" for kind in RATES for who in ("eesmm", "torch") for model in models
+    ]
+    for name in expected:
+        info = parts.get(name)
+        if info is None:
+            failed.append(f"part {name} did not run")
+        elif info["rc"] != 0:
+            failed.append(f"part {name} exited {info['rc']}" + (" (timed out)" if info["timed_out"] else ""))
+        elif name.split("_")[0] in RATES and name != "pretrain_200":
+            result = info.get("result") or {}
+            for key in RATES[name.split("_")[0]]:
+                if not positive(result.get(key)):
+                    failed.append(f"part {name}: {key} is {result.get(key)!r}, not a positive number")
+    if not report["parity"]["passed"]:
+        failed.append(f"parity over {PARITY_TOL} or not finite: {report['parity']}")
+    curve, steps = report["pretrain_200"], int(report["inputs"].get("pretrain_200_steps", 0))
+    if curve["steps"] != steps:
+        failed.append(f"pretrain_200 logged {curve['steps']} steps, not {steps}")
+    if not all(math.isfinite(loss) for _, loss in curve["loss"]):
+        failed.append("pretrain_200 has a non-finite loss")
+    run = report["quickstart"]
+    if run is None or run["status"] != "completed" or any(s["status"] != "ran" for s in run["stages"]):
+        failed.append(f"quickstart did not complete every stage: {run}")
+    return failed
 
 
 def inputs(parts):
@@ -156,12 +205,18 @@ def main():
         report["parity"] = parity(parts)
         report["pretrain_200"] = loss_curve(os.path.join(out, "pretrain-200"))
         report["quickstart"] = quickstart(os.path.join(out, "quickstart"))
+        failed = failed_checks(report)
+        report["complete"] = {"passed": not failed, "failed": failed}
     path = os.path.join(out, "gpu_check.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"wrote {path}")
     inputs_ = report["inputs"]
     print(f"ready: {inputs_['ready']}" + (f" (missing: {'; '.join(inputs_['not_ready_because'])})" if not inputs_["ready"] else ""))
+    if not dry_run:
+        complete = report["complete"]
+        print(f"complete: {complete['passed']}" + "".join(f"\n  {line}" for line in complete["failed"]))
+        sys.exit(0 if complete["passed"] else 1)
 
 
 if __name__ == "__main__":
