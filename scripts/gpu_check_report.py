@@ -126,18 +126,19 @@ def failed_checks(report):
     failed = []
     parts = report["parts"]
     models = report["inputs"].get("models", "").split()
-    expected = ["parity", "pretrain_200", "quickstart"] + [
-        f"{kind}_{who}_{model}" for kind in RATES for who in ("eesmm", "torch") for model in models
-    ]
-    for name in expected:
+    benchmarks = {
+        f"{kind}_{who}_{model}": keys
+        for kind, keys in RATES.items() for who in ("eesmm", "torch") for model in models
+    }
+    for name in ["parity", "pretrain_200", "quickstart", *benchmarks]:
         info = parts.get(name)
         if info is None:
             failed.append(f"part {name} did not run")
         elif info["rc"] != 0:
             failed.append(f"part {name} exited {info['rc']}" + (" (timed out)" if info["timed_out"] else ""))
-        elif name.split("_")[0] in RATES and name != "pretrain_200":
+        elif name in benchmarks:
             result = info.get("result") or {}
-            for key in RATES[name.split("_")[0]]:
+            for key in benchmarks[name]:
                 if not positive(result.get(key)):
                     failed.append(f"part {name}: {key} is {result.get(key)!r}, not a positive number")
     if not report["parity"]["passed"]:
