@@ -10,7 +10,7 @@ use std::str::FromStr;
 use burn::prelude::Backend;
 use burn_store::ModuleSnapshot;
 
-/// The CPU backend. NdArray measured faster than Flex for Swin on 2 cores (README, "Speed").
+/// The CPU backend. NdArray measured faster than Flex for Swin on 2 cores (docs/speed.md).
 pub type Cpu = burn::backend::NdArray;
 /// Flex, kept behind the `flex` feature so `eesmm bench encoder` can compare it.
 #[cfg(feature = "flex")]

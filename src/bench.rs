@@ -305,7 +305,7 @@ pub struct GemmThroughput {
 
 /// `eesmm bench gemm`: the matrix products of every Linear layer of a model's blocks at a batch
 /// (forward `x · W + b`, input gradient `dy · Wᵀ`, weight gradient `xᵀ · dy`), in GFLOP/s,
-/// through `kernels::gemm` and through matrixmultiply. `scripts/torch_gemm_bench.py` times the
+/// through `kernels::gemm` and through matrixmultiply. `scripts/bench/torch_gemm_bench.py` times the
 /// same shapes in PyTorch.
 pub fn gemm(args: &ThroughputOptions) -> Result<()> {
     use crate::kernels::gemm::{self, Matrix};

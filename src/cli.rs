@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::DeviceSpec;
-use crate::bench::ThroughputOptions;
-use crate::onnx::{ExportOptions, Precision};
-use crate::runtime::bench::OnnxBenchOptions;
-use crate::runtime::infer::InferOptions;
-use crate::runtime::verify::VerifyOptions;
-use crate::train::nodes::NodeOptions;
+use eesmm::backend::DeviceSpec;
+use eesmm::bench::ThroughputOptions;
+use eesmm::onnx::{ExportOptions, Precision};
+use eesmm::runtime::bench::OnnxBenchOptions;
+use eesmm::runtime::infer::InferOptions;
+use eesmm::runtime::verify::VerifyOptions;
+use eesmm::train::nodes::NodeOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,7 +100,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
-    /// The label-efficiency experiment (scripts/label_efficiency.py): a Markdown table of
+    /// The label-efficiency experiment (scripts/experiments/label_efficiency.py): a Markdown table of
     /// top-1 mean ± std per pretraining and label count, and a plot.
     LabelEfficiency {
         /// Its rows (docs/results/label-efficiency.json).
@@ -135,7 +135,7 @@ pub struct RunArgs {
     pub nodes: NodeArgs,
 }
 
-/// Multi-node data parallelism (README, "Multi-node"): one command per machine, the same but
+/// Multi-node data parallelism (docs/multi-node.md): one command per machine, the same but
 /// for --node-rank. Each flag can be given as its environment variable instead, as torchrun's.
 #[derive(Debug, Args)]
 pub struct NodeArgs {

@@ -7,14 +7,14 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::cli::{BenchCommand, Command, FeaturesArgs, ReportCommand};
-use crate::evaluate::{ClassificationReport, EvalConfig};
-use crate::finetune::FinetuneConfig;
-use crate::kernels::TrainBackend;
-use crate::model::{info, load_model, SwinConfig};
-use crate::pipeline::read_stage_file;
-use crate::pretrain::PretrainConfig;
-use crate::stages::{KnnStage, LinearProbeStage};
-use crate::{bench, npy, with_backend};
+use eesmm::evaluate::{ClassificationReport, EvalConfig};
+use eesmm::finetune::FinetuneConfig;
+use eesmm::kernels::TrainBackend;
+use eesmm::model::{info, load_model, SwinConfig};
+use eesmm::pipeline::read_stage_file;
+use eesmm::pretrain::PretrainConfig;
+use eesmm::stages::{KnnStage, LinearProbeStage};
+use eesmm::{bench, npy, with_backend};
 
 pub fn run(command: Command) -> Result<()> {
     match command {
@@ -31,10 +31,10 @@ pub fn run(command: Command) -> Result<()> {
             nodes,
         } => {
             // Before the stage is read: its batch must split over the devices of every node.
-            crate::train::nodes::start(&nodes.options())?;
+            eesmm::train::nodes::start(&nodes.options())?;
             let stage: PretrainConfig = read_stage_file(&config)?;
-            crate::interrupt::install()?;
-            let run_dir = crate::pretrain::run::run(&stage, resume)?;
+            eesmm::interrupt::install()?;
+            let run_dir = eesmm::pretrain::run::run(&stage, resume)?;
             println!("pretraining finished: {}", run_dir.display());
             Ok(())
         }
@@ -44,10 +44,10 @@ pub fn run(command: Command) -> Result<()> {
             nodes,
         } => {
             // Before the stage is read: its batch must split over the devices of every node.
-            crate::train::nodes::start(&nodes.options())?;
+            eesmm::train::nodes::start(&nodes.options())?;
             let stage: FinetuneConfig = read_stage_file(&config)?;
-            crate::interrupt::install()?;
-            if let Some(report) = crate::finetune::run::run(&stage, resume)? {
+            eesmm::interrupt::install()?;
+            if let Some(report) = eesmm::finetune::run::run(&stage, resume)? {
                 println!(
                     "held-out top-1 {:.2} %, top-5 {:.2} %",
                     100.0 * report.top1,
@@ -83,32 +83,32 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(BenchCommand::Encoder(args)) => bench::encoder(&args.options()),
         Command::Bench(BenchCommand::Pretrain(args)) => bench::pretrain(&args.options()),
         Command::Bench(BenchCommand::Gemm(args)) => bench::gemm(&args.options()),
-        Command::Bench(BenchCommand::Onnx(args)) => crate::runtime::bench::run(&args.options()),
+        Command::Bench(BenchCommand::Onnx(args)) => eesmm::runtime::bench::run(&args.options()),
         Command::Report(ReportCommand::LabelEfficiency { results, plot }) => {
-            crate::evaluate::label_efficiency::report(&results, &plot)
+            eesmm::evaluate::label_efficiency::report(&results, &plot)
         }
-        Command::Export(args) => crate::onnx::export(&args.options()),
-        Command::Verify(args) => crate::runtime::verify::run(&args.options(), args.json),
-        Command::Infer(args) => crate::runtime::infer::run(&args.options()),
+        Command::Export(args) => eesmm::onnx::export(&args.options()),
+        Command::Verify(args) => eesmm::runtime::verify::run(&args.options(), args.json),
+        Command::Infer(args) => eesmm::runtime::infer::run(&args.options()),
         Command::Run(args) => {
             if !args.dry_run {
-                crate::train::nodes::start(&args.nodes.options())?;
+                eesmm::train::nodes::start(&args.nodes.options())?;
             }
-            let pipeline = crate::pipeline::Pipeline::load(
+            let pipeline = eesmm::pipeline::Pipeline::load(
                 &args.pipeline,
                 &args.set,
-                &crate::stages::kinds(),
+                &eesmm::stages::kinds(),
             )?;
-            let options = crate::pipeline::RunOptions {
+            let options = eesmm::pipeline::RunOptions {
                 from: args.from,
                 only: args.only,
                 force: args.force,
                 dry_run: args.dry_run,
             };
             if !options.dry_run {
-                crate::interrupt::install()?;
+                eesmm::interrupt::install()?;
             }
-            crate::pipeline::run(&pipeline, &options)
+            eesmm::pipeline::run(&pipeline, &options)
         }
     }
 }
@@ -192,7 +192,7 @@ fn diff(actual: &Path, expected: &Path, tol: f32) -> Result<()> {
         b.shape,
         expected.display()
     );
-    let d = crate::compare::difference(&a.data, &b.data);
+    let d = eesmm::compare::difference(&a.data, &b.data);
     println!(
         "shape {:?}  max abs diff {:.3e}  relative to max |expected| {:.3e}",
         a.shape, d.max_abs, d.relative

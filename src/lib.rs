@@ -1,10 +1,10 @@
 //! eesmm: pretrain Swin Transformer backbones with EESMM masked image modeling, fine-tune them,
-//! and ship them as ONNX. The modules follow the data flow; see README.md for the map.
+//! and ship them as ONNX. The modules follow the data flow; see docs/architecture.md for the map.
+//! The command line (`cli`, `commands`) belongs to the binary, `src/main.rs`: no library module
+//! can import it.
 
 pub mod backend;
 pub mod bench;
-pub mod cli;
-pub mod commands;
 pub mod compare;
 pub mod cuda_probe;
 pub mod data;

@@ -1,8 +1,14 @@
+//! The `eesmm` binary: the composition root. `cli` turns flags into the engines' options and
+//! `commands` runs them; the library (`src/lib.rs`) knows neither.
+
+mod cli;
+mod commands;
+
 use clap::Parser;
-use eesmm::cli::Cli;
+use cli::Cli;
 
 /// mimalloc reuses freed memory: with glibc's malloc every large tensor buffer was a fresh
-/// mapping, zero-filled page by page (README, "Speed").
+/// mapping, zero-filled page by page (docs/speed.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -16,13 +22,20 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Keeps freed pages mapped: by default mimalloc hands them back to the OS after 10 ms, and
 /// the next step's tensors page-fault them in again, zero-filled by the kernel (a tenth of a
-/// training step; README, "Speed"). `MIMALLOC_PURGE_DELAY` still overrides this.
+/// training step; docs/speed.md). `MIMALLOC_PURGE_DELAY` still overrides this.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's documented options to a documented value (-1: never
         // purge), before any thread but this one exists.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
+}
+
+/// Colour codes only where a person reads them: stderr is a terminal and `NO_COLOR` is unset or
+/// empty (no-color.org). Logs captured in a file stay plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn main() {
@@ -33,9 +46,10 @@ fn main() {
                 .unwrap_or_else(|_| "eesmm=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .without_time()
         .init();
-    if let Err(error) = eesmm::commands::run(Cli::parse().command) {
+    if let Err(error) = commands::run(Cli::parse().command) {
         eprintln!("error: {error:#}");
         let interrupted = error
             .chain()

@@ -6,7 +6,7 @@
 //!
 //! `cargo test --test fuzz` runs [`DEFAULT_ITERS`] inputs per reader (a few seconds each).
 //! `EESMM_FUZZ_ITERS=N` sets the inputs per reader, or else `EESMM_FUZZ_SECONDS=S` runs each
-//! reader for S seconds, `EESMM_FUZZ_SEED` changes the seed (`scripts/fuzz.sh`). A failing input is
+//! reader for S seconds, `EESMM_FUZZ_SEED` changes the seed (`scripts/dev/fuzz.sh`). A failing input is
 //! written to `target/fuzz-failures/` and named in the report.
 
 use std::alloc::{GlobalAlloc, Layout, System};

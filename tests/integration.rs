@@ -3,6 +3,7 @@
 mod integration {
     mod cli;
     pub mod common;
+    mod config_docs;
     mod data;
     mod finetune;
     mod gradients;

@@ -34,12 +34,15 @@ pub struct HostBatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CropAugment {
-    /// Share of the image area kept, drawn uniformly from this range.
+    /// Share of the image area kept, drawn uniformly from this range `[min, max]` within
+    /// (0, 1]. Default: [0.67, 1.0].
     #[serde(default = "default_scale")]
     pub scale: [f32; 2],
-    /// Aspect ratio (w/h) of the crop, drawn log-uniformly from this range.
+    /// Aspect ratio (w/h) of the crop, drawn log-uniformly from this range `[min, max]`, > 0.
+    /// Default: [0.75, 1.333].
     #[serde(default = "default_ratio")]
     pub ratio: [f32; 2],
+    /// Flip horizontally with probability 1/2. Default: true.
     #[serde(default = "crate::yaml::default_true")]
     pub hflip: bool,
 }

@@ -186,21 +186,26 @@ impl Normalization {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
+    /// `fashion_mnist`, `cifar10`, `cifar100`, `image_folder` (`root/<class>/<image>`) or
+    /// `unlabelled_folder` (images at any depth, no labels). Required.
     pub dataset: DatasetKind,
-    /// Folder holding the dataset's files.
+    /// Folder holding the dataset's files. Required.
     pub root: PathBuf,
+    /// `train` or `test` (the datasets' own splits; image folders have one). Default: `train`.
     #[serde(default)]
     pub split: Split,
-    /// Use only the first N images (quick runs and tests).
+    /// Use only the first N images (quick runs and tests). Default: none (all).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Use a class-balanced random subset instead (label-efficiency runs).
+    /// Use a class-balanced random subset instead of `limit` (label-efficiency runs).
+    /// Default: none (all).
     #[serde(default)]
     pub subset: Option<Subset>,
-    /// Image folders: what to do with files that are not readable images.
+    /// Image folders: `fail` on a file that is not a readable image, or `skip` it and report
+    /// it. Default: `fail`.
     #[serde(default)]
     pub on_bad_image: BadImagePolicy,
-    /// Random resized crop + flip before anything else (off when absent).
+    /// Random resized crop + flip before anything else. Default: none (off).
     #[serde(default)]
     pub augment: Option<loader::CropAugment>,
 }
@@ -209,7 +214,9 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subset {
+    /// Images in the subset, ≥ 1, spread evenly over the classes. Required.
     pub images: usize,
+    /// Seeds which images are drawn. Default: 0.
     #[serde(default)]
     pub seed: u64,
 }

@@ -43,12 +43,16 @@ impl FeatureSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearProbeConfig {
+    /// Passes over the training features. Default: 50.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
+    /// AdamW's peak learning rate (cosine schedule). Default: 1e-3.
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// AdamW's weight decay. Default: 0.0.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Features per step. Default: 256.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -183,9 +187,10 @@ pub fn linear_probe<B: TrainBackend>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KnnConfig {
+    /// Nearest neighbours (by cosine similarity) that vote. Default: 20.
     #[serde(default = "default_k")]
     pub k: usize,
-    /// Votes are weighted `exp(cosine / temperature)`.
+    /// Votes are weighted `exp(cosine / temperature)`, > 0. Default: 0.07.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
 }

@@ -28,17 +28,21 @@ fn default_batch() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Model preset; absent: the architecture in the weights' `.json` sidecar.
+    /// Model preset. Default: none (the architecture in the weights' `.json` sidecar).
     #[serde(default)]
     pub model: Option<PathBuf>,
     /// A classifier: `classifier.safetensors` of a fine-tuning run, or any timm checkpoint
-    /// with a head.
+    /// with a head. Required.
     pub weights: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`. Default: `cpu`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Where `eval.json` and `eval_confusion.png` go.
+    /// Where `eval.json` and `eval_confusion.png` go. Required (in a pipeline:
+    /// `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
+    /// The labelled images to evaluate on. Required.
     pub data: DataConfig,
+    /// Images per forward pass. Default: 128.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -48,31 +52,37 @@ pub struct EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
-    /// Model preset; absent: the architecture in the weights' `.json` sidecar.
+    /// Model preset. Default: none (the architecture in the weights' `.json` sidecar).
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// Encoder weights; absent: a randomly initialised encoder (the baseline) — then `model`
-    /// is required.
+    /// Encoder weights. Default: none (a randomly initialised encoder, the baseline; then
+    /// `model` is required).
     #[serde(default)]
     pub weights: Option<PathBuf>,
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`. Default: `cpu`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Seeds the random encoder (without `weights`) and the probe's training. Default: 0.
     #[serde(default)]
     pub seed: u64,
+    /// Where the report goes. Required (in a pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
+    /// Labelled images the probe is trained on (the k-NN's bank). Required.
     pub train_data: DataConfig,
+    /// Labelled images the probe is scored on (the k-NN's queries). Required.
     pub test_data: DataConfig,
-    /// Images per forward pass while extracting features.
+    /// Images per forward pass while extracting features. Default: 128.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// The linear probe's training (`linear_probe` stages).
+    /// The linear probe's training (`linear_probe` stages). Default: none (its keys' defaults).
     #[serde(default)]
     pub probe: Option<LinearProbeConfig>,
-    /// The k-NN vote (`knn` stages).
+    /// The k-NN vote (`knn` stages). Default: none (its keys' defaults).
     #[serde(default)]
     pub knn: Option<KnnConfig>,
-    /// What is judged: the encoder's pooled features, or the input pixels themselves (the
-    /// raw-pixel baselines: a logistic regression and a k-NN on pixels; `model` gives the size).
+    /// What is judged: the encoder's pooled features (`encoder`), or the input pixels themselves
+    /// (`pixels`: the raw-pixel baselines, a logistic regression and a k-NN on pixels; `model`
+    /// gives the size). Default: `encoder`.
     #[serde(default)]
     pub features: FeatureSource,
 }

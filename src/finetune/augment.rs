@@ -11,23 +11,27 @@ use crate::data::RawImage;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneAugment {
+    /// timm's RandAugment on the decoded image. Default: none (off).
     #[serde(default)]
     pub rand_augment: Option<RandAugment>,
-    /// Probability of erasing one random box per image (timm's `RandomErasing`, pixel mode).
+    /// Probability of erasing one random box per image (timm's `RandomErasing`, pixel mode),
+    /// in [0, 1]. Default: 0.0.
     #[serde(default)]
     pub random_erasing: f64,
-    /// Mixup's Beta(α, α); 0 turns it off.
+    /// Mixup's Beta(α, α) parameter α ≥ 0; 0 turns it off. Default: 0.0.
     #[serde(default)]
     pub mixup: f64,
-    /// CutMix's Beta(α, α); 0 turns it off.
+    /// CutMix's Beta(α, α) parameter α ≥ 0; 0 turns it off. Default: 0.0.
     #[serde(default)]
     pub cutmix: f64,
-    /// Probability that a batch is mixed at all.
+    /// Probability that a batch is mixed at all, in [0, 1]. Default: 1.0.
     #[serde(default = "one")]
     pub mix_prob: f64,
-    /// With both on: probability of CutMix rather than Mixup for a batch.
+    /// With both on: probability of CutMix rather than Mixup for a batch, in [0, 1].
+    /// Default: 0.5.
     #[serde(default = "half")]
     pub switch_prob: f64,
+    /// Label smoothing of the cross-entropy, in [0, 1). Default: 0.0.
     #[serde(default)]
     pub label_smoothing: f64,
 }
@@ -44,8 +48,10 @@ fn half() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RandAugment {
+    /// Operations applied per image. Default: 2.
     #[serde(default = "two")]
     pub num_ops: usize,
+    /// Strength of every operation, in [0, 10]. Default: 9.0.
     #[serde(default = "nine")]
     pub magnitude: f32,
 }

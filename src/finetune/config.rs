@@ -22,38 +22,46 @@ fn default_eval_every() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct FinetuneConfig {
     /// Model preset (YAML with timm SwinTransformer keys); `num_classes` comes from the data.
+    /// Required.
     pub model: PathBuf,
-    /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`; a comma-separated list (`cuda:0,cuda:1`) trains
+    /// data-parallel. Default: `cpu`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Seeds the head's initialisation, data order, augmentations and drop path. Default: 0.
     #[serde(default)]
     pub seed: u64,
-    /// The run directory: checkpoints, metrics, plots and the final classifier.
+    /// The run directory: checkpoints, metrics, plots and the final classifier. Required (in a
+    /// pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
     /// Encoder weights to start from: an eesmm `encoder.safetensors`, timm safetensors or a
-    /// PyTorch .pth/.pt (timm or Microsoft layout; window sizes are interpolated). Absent: from
-    /// scratch. Any head or decoder in the file is ignored.
+    /// PyTorch .pth/.pt (timm or Microsoft layout; window sizes are interpolated). Any head or
+    /// decoder in the file is ignored. Default: none (from scratch).
     #[serde(default)]
     pub init: Option<PathBuf>,
-    /// Training images (`data.augment` is the random resized crop + flip).
+    /// Training images (`data.augment` is the random resized crop + flip). Required.
     pub data: DataConfig,
-    /// Held-out images, evaluated after every `eval_every` epochs and after the last (absent: no
-    /// evaluation).
+    /// Held-out images, evaluated after every `eval_every` epochs and after the last.
+    /// Default: none (no evaluation).
     #[serde(default)]
     pub eval_data: Option<DataConfig>,
-    /// Epochs between evaluations on `eval_data` (default 1; long runs on few labels skip some).
+    /// Epochs between evaluations on `eval_data`; at least 1 (long runs on few labels skip
+    /// some). Default: 1.
     #[serde(default = "default_eval_every")]
     pub eval_every: usize,
-    /// Stochastic depth of the last block (overrides the preset's).
+    /// Stochastic depth of the last block, in [0, 1). Default: none (the preset's).
     #[serde(default)]
     pub drop_path_rate: Option<f64>,
+    /// RandAugment, random erasing, Mixup/CutMix and label smoothing. Default: all off.
     #[serde(default)]
     pub augment: FinetuneAugment,
-    /// Exponential moving average of the weights with this decay (e.g. 0.999); the EMA weights
-    /// are then the ones evaluated and saved.
+    /// Exponential moving average of the weights with this decay, in (0, 1) (e.g. 0.999); the
+    /// EMA weights are then the ones evaluated and saved. Default: none (no EMA).
     #[serde(default)]
     pub ema: Option<f64>,
+    /// AdamW, its learning-rate schedule and layer-wise decay. Required.
     pub optimizer: OptimizerConfig,
+    /// Epochs, batch size and checkpoint cadence. Required.
     pub train: TrainConfig,
 }
 

@@ -8,7 +8,7 @@
 //! it ran at 66–84 % of PyTorch's sgemm, and at 29–39 % on the weight gradients with 48 output
 //! rows (53–82 % with 96–384), which leave its row split little to share between cores; it also
 //! packs both operands of every product. This kernel
-//! packs only the small operand and is level with PyTorch (README, "Speed": `eesmm bench gemm`).
+//! packs only the small operand and is level with PyTorch (docs/speed.md: `eesmm bench gemm`).
 //!
 //! Work is split into blocks whose size depends on the shapes only, never on the thread count,
 //! and a block's sums run in one order, so the result is the same bit for bit on any number of

@@ -10,21 +10,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwinConfig {
+    /// Side of the square input in pixels; a multiple of `patch_size`. Required.
     pub img_size: usize,
+    /// Side of a patch of the patch embedding (the first stage's stride). Required.
     pub patch_size: usize,
+    /// Input channels (1 for gray images, 3 for RGB). Default: 3.
     #[serde(default = "default_in_chans")]
     pub in_chans: usize,
+    /// Channels of the first stage; each later stage doubles them. Required.
     pub embed_dim: usize,
+    /// Blocks per stage, e.g. `[2, 2, 6, 2]` (Swin-T). Required.
     pub depths: Vec<usize>,
+    /// Attention heads per stage, one per entry of `depths`; each divides its stage's
+    /// channels. Required.
     pub num_heads: Vec<usize>,
+    /// Side of an attention window in tokens (clamped to a stage's resolution, as timm does).
+    /// Required.
     pub window_size: usize,
+    /// Hidden width of the MLP as a multiple of the channels. Default: 4.0.
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
+    /// A bias in the attention's query/key/value projection. Default: true.
     #[serde(default = "crate::yaml::default_true")]
     pub qkv_bias: bool,
+    /// Stochastic depth of the last block, rising linearly from 0 over the blocks; in [0, 1).
+    /// Default: 0.0.
     #[serde(default)]
     pub drop_path_rate: f64,
     /// Classes of the linear head; 0 builds the encoder alone (timm's `num_classes=0`).
+    /// Default: 0.
     #[serde(default)]
     pub num_classes: usize,
 }

@@ -61,12 +61,11 @@ pub fn layer_costs(config: &SwinConfig) -> Vec<LayerCost> {
     rows
 }
 
-/// Parameters of the timm-equivalent network (the SimMIM mask token is counted apart).
+/// Parameters of the timm-equivalent network, and of the mask token pretraining adds to it.
 pub fn parameter_count(config: &SwinConfig) -> (usize, usize) {
     let device = Default::default();
     let model = config.init::<crate::backend::Cpu>(&device);
-    let mask_token = model.mask_token.num_params();
-    (model.num_params() - mask_token, mask_token)
+    (model.num_params(), config.embed_dim)
 }
 
 /// The text `eesmm info` prints.

@@ -332,12 +332,15 @@ pub struct ClassifierHead<B: Backend> {
     pub fc: Linear<B>,
 }
 
-/// The Swin encoder, with a SimMIM mask token and an optional classifier head.
+/// The Swin encoder (timm's `SwinTransformer`), with an optional classifier head and, only while
+/// it pretrains, SimMIM's mask token.
 #[derive(Module, Debug)]
 pub struct Swin<B: Backend> {
     pub patch_embed: PatchEmbed<B>,
-    /// `[1, 1, D]`: replaces the embedding of masked patches (SimMIM).
-    pub mask_token: Param<Tensor<B, 3>>,
+    /// `[1, 1, D]`: replaces the embedding of masked patches (SimMIM's
+    /// `SwinTransformerForSimMIM`). Only a pretraining encoder has one
+    /// ([`Swin::with_mask_token`]); it is never saved with the weights.
+    pub mask_token: Option<Param<Tensor<B, 3>>>,
     pub layers: Vec<SwinStage<B>>,
     pub norm: LayerNorm<B>,
     pub head: Option<ClassifierHead<B>>,
@@ -366,7 +369,7 @@ impl SwinConfig {
             .collect();
         Swin {
             patch_embed: PatchEmbed::new(self, device),
-            mask_token: Initializer::Zeros.init([1, 1, self.embed_dim], device),
+            mask_token: None,
             layers,
             norm: layer_norm(self.num_features(), device),
             head: (self.num_classes > 0).then(|| ClassifierHead {
@@ -383,6 +386,13 @@ impl<B: Backend> Swin<B> {
         &self.config
     }
 
+    /// The same network with a zero-initialised mask token, as pretraining needs it.
+    pub fn with_mask_token(mut self, device: &B::Device) -> Self {
+        let dim = self.config.embed_dim;
+        self.mask_token = Some(Initializer::Zeros.init([1, 1, dim], device));
+        self
+    }
+
     /// Outputs of the classifier head; 0 for an encoder without one.
     pub fn num_classes(&self) -> usize {
         self.head.as_ref().map_or(0, |h| h.fc.weight.dims()[1])
@@ -390,7 +400,8 @@ impl<B: Backend> Swin<B> {
 }
 
 impl<B: SwinOps> Swin<B> {
-    /// Patch embedding, with masked patches replaced by the mask token.
+    /// Patch embedding, with masked patches replaced by the mask token (a mask needs a model
+    /// built [`Swin::with_mask_token`]).
     /// `images: [B, C, H, W]`, `mask: [B, H/p, W/p]` (1 = masked) → `[B, H/p, W/p, D]`.
     pub fn embed(&self, images: Tensor<B, 4>, mask: Option<Tensor<B, 3>>) -> Tensor<B, 4> {
         let x = self.patch_embed.forward(images);
@@ -398,7 +409,11 @@ impl<B: SwinOps> Swin<B> {
             None => x,
             Some(mask) => {
                 let w = mask.unsqueeze_dim::<4>(3); // [B, H/p, W/p, 1]
-                let token = self.mask_token.val().unsqueeze_dim::<4>(0); // [1, 1, 1, D]
+                let token = self
+                    .mask_token
+                    .as_ref()
+                    .expect("a masked input needs a mask token");
+                let token = token.val().unsqueeze_dim::<4>(0); // [1, 1, 1, D]
                 x * (w.clone().neg() + 1.0) + token * w
             }
         }

@@ -32,7 +32,8 @@ pub struct PlannedStage {
     pub upstream: Vec<String>,
 }
 
-const TOP_KEYS: [&str; 5] = ["name", "run_dir", "vars", "defaults", "stages"];
+/// The top-level keys of a pipeline file (docs/config.md, "Pipeline file").
+pub const TOP_KEYS: [&str; 5] = ["name", "run_dir", "vars", "defaults", "stages"];
 /// Names that would be ambiguous in `${vars.x}` or `--set`.
 const RESERVED_NAMES: [&str; 5] = ["vars", "defaults", "name", "run_dir", "stages"];
 

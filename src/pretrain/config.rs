@@ -18,19 +18,25 @@ use crate::train::optim::OptimizerConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// Model preset (YAML with timm SwinTransformer keys).
+    /// Model preset (YAML with timm SwinTransformer keys, see "Model presets"). Required.
     pub model: PathBuf,
-    /// `cpu`, `cuda` or `cuda:N`; a comma-separated list (`cuda:0,cuda:1`) trains data-parallel.
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`; a comma-separated list (`cuda:0,cuda:1`) trains
+    /// data-parallel. Default: `cpu`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Seeds initialisation, data order, masks, augmentations and drop path.
+    /// Seeds initialisation, data order, masks, augmentations and drop path. Default: 0.
     #[serde(default)]
     pub seed: u64,
-    /// The run directory: checkpoints, metrics, plots and the final encoder.
+    /// The run directory: checkpoints, metrics, plots and the final encoder. Required (in a
+    /// pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
+    /// The images to pretrain on (labels, if any, are not used). Required.
     pub data: DataConfig,
+    /// The pretraining objective: EESMM or SimMIM, masks, mixing, losses, decoder. Required.
     pub objective: ObjectiveConfig,
+    /// AdamW and its learning-rate schedule. Required.
     pub optimizer: OptimizerConfig,
+    /// Epochs, batch size and checkpoint cadence. Required.
     pub train: TrainConfig,
 }
 

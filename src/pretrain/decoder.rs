@@ -20,8 +20,11 @@ pub enum DecoderConfig {
     /// Transformer blocks over the final feature map's tokens, then the linear head
     /// (the paper: width 512).
     Transformer {
+        /// Width of the blocks' tokens (the paper: 512). Required.
         width: usize,
+        /// Transformer blocks. Required.
         depth: usize,
+        /// Attention heads; divides `width`. Required.
         heads: usize,
     },
 }

@@ -23,7 +23,7 @@ pub enum Assignment {
     Fixed,
     /// Per pair, whichever of the two head-to-image assignments has the lower loss (the
     /// permutation-invariant training of speech source separation). The default, with
-    /// complementary masks (README, "Breaking the symmetry").
+    /// complementary masks (docs/pretraining.md).
     #[default]
     Pit,
 }

@@ -10,16 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixAugment {
-    /// A: rotate the first image by an angle drawn from ±`rotate_degrees` (0 = off).
+    /// A: rotate the first image by an angle drawn from ±`rotate_degrees`, ≥ 0 (0 = off).
+    /// Default: 15.0.
     #[serde(default = "default_rotate")]
     pub rotate_degrees: f32,
-    /// A: flip the first image horizontally with probability 1/2.
+    /// A: flip the first image horizontally with probability 1/2. Default: true.
     #[serde(default = "crate::yaml::default_true")]
     pub hflip: bool,
-    /// B: zoom the second image by a factor drawn from `[1, max_scale]` (1 = off) ...
+    /// B: zoom the second image by a factor drawn from `[1, max_scale]`, ≥ 1 (1 = off).
+    /// Default: 1.25.
     #[serde(default = "default_scale")]
     pub max_scale: f32,
-    /// ... and keep a random (instead of the central) window of the zoomed image.
+    /// B: keep a random (instead of the central) window of the zoomed image. Default: true.
     #[serde(default = "crate::yaml::default_true")]
     pub random_crop: bool,
 }

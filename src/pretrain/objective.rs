@@ -2,7 +2,7 @@
 //! split back apart) and the SimMIM baseline (one masked image per forward), sharing the encoder,
 //! the decoder and the masks.
 //!
-//! Conventions (README, "Pretraining"): masks are 1 where masked. The mixed input is
+//! Conventions (docs/pretraining.md): masks are 1 where masked. The mixed input is
 //! `λ1·T1⊙(1−M1) + λ2·T2⊙(1−M2)`, where T1 = A(I1) and T2 = B(I2) are the images after their
 //! geometric transforms (masks are drawn on the transformed images, so they stay on the encoder's
 //! patch grid). The encoder's mask token replaces the patches where *both* images are masked —
@@ -60,7 +60,7 @@ pub enum MaskPairing {
     /// M1 and M2 drawn independently (the paper).
     Independent,
     /// `M2 = 1 − M1` (MixMIM): every cell shows exactly one image; the decoder is told which.
-    /// The default: it separates the two reconstructions best (README, "Breaking the symmetry").
+    /// The default: it separates the two reconstructions best (docs/pretraining.md).
     #[default]
     Complementary,
 }
@@ -82,8 +82,14 @@ impl Default for MixWeight {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossWeights {
+    /// Weight of the first image's masked reconstruction loss, ≥ 0. Required (all three are 1.0 when
+    /// `weights` is absent).
     pub first: f32,
+    /// Weight of the second image's masked reconstruction loss, ≥ 0. Required (all three are 1.0 when
+    /// `weights` is absent).
     pub second: f32,
+    /// Weight of the mixture's reconstruction loss, ≥ 0. Required (all three are 1.0 when
+    /// `weights` is absent).
     pub mix: f32,
 }
 
@@ -122,37 +128,52 @@ impl Default for LossWeights {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveConfig {
+    /// `eesmm` (two masked images superimposed, one encoder pass) or `simmim` (one masked
+    /// image per pass). Default: `eesmm`.
     #[serde(default)]
     pub kind: ObjectiveKind,
     /// Side of a mask cell in pixels; a multiple of the model's patch size dividing img_size.
+    /// Required.
     pub mask_patch_size: usize,
+    /// Share of the mask cells masked, in (0, 1). Default: 0.6.
     #[serde(default = "default_ratio")]
     pub mask_ratio: f64,
-    /// λ1: a number, or `[low, high]` drawn uniformly per pair (then λ2 = 1 − λ1 unless given).
+    /// EESMM: λ1, a number > 0, or `[low, high]` within (0, 1) drawn uniformly per pair (then
+    /// λ2 = 1 − λ1 unless given). Default: 0.5.
     #[serde(default)]
     pub lambda1: MixWeight,
-    /// λ2 (default 0.5, or 1 − λ1 when λ1 is drawn).
+    /// EESMM: λ2, a number > 0. Default: none (0.5, or 1 − λ1 when λ1 is drawn).
     #[serde(default)]
     pub lambda2: Option<f32>,
-    /// EESMM: independent masks (the paper) or complementary ones.
+    /// EESMM: `independent` masks (the paper) or `complementary` ones (every cell shows exactly
+    /// one image). Default: `complementary`.
     #[serde(default)]
     pub masks: MaskPairing,
-    /// EESMM: which head answers for which image (`fixed`, or `pit`: the better one per pair).
+    /// EESMM: which head answers for which image: `fixed`, or `pit` (the better assignment per
+    /// pair). Default: `pit`.
     #[serde(default)]
     pub assignment: Assignment,
+    /// EESMM: `split` (the head predicts both images) or `subtract` (the paper's eq. 4–6: the
+    /// head predicts the mixture). Default: `split`.
     #[serde(default)]
     pub decomposition: Decomposition,
+    /// The reconstruction loss on masked pixels: `l1` or `l2`. Default: `l1`.
     #[serde(default)]
     pub loss: LossKind,
+    /// EESMM: weights of the three loss terms. Default: 1.0 each.
     #[serde(default)]
     pub weights: LossWeights,
+    /// EESMM: the geometric transforms of the two images before they are mixed. Default: on
+    /// (see its keys).
     #[serde(default)]
     pub augment: MixAugment,
-    /// The decoder: SimMIM's linear head, optionally after transformer blocks.
+    /// The decoder: SimMIM's linear head (`{kind: linear}`), or transformer blocks before it
+    /// (`{kind: transformer, width, depth, heads}`, heads dividing width). Default:
+    /// `{kind: linear}`.
     #[serde(default)]
     pub decoder: DecoderConfig,
     /// EESMM: add a learned "only image 1 / only image 2 is visible here" vector to the patch
-    /// embeddings (not in the paper; see README).
+    /// embeddings (not in the paper). Default: false.
     #[serde(default)]
     pub visibility_tokens: bool,
 }
@@ -305,7 +326,7 @@ impl<B: Backend> PretrainModel<B> {
         let complementary =
             objective.kind == ObjectiveKind::Eesmm && objective.masks == MaskPairing::Complementary;
         Self {
-            encoder: model.init(device),
+            encoder: model.init(device).with_mask_token(device),
             decoder_body,
             decoder: LinearDecoder::new(
                 head_input,

@@ -57,7 +57,7 @@ pub enum ToleranceKind {
 
 impl ToleranceKind {
     /// `--tol` (absolute) when given, else the default of the export's precision: 1e-4 absolute
-    /// for fp32; 1e-2 relative for fp16, whose measured worst is 2.0e-3 (README, "fp16").
+    /// for fp32; 1e-2 relative for fp16, whose measured worst is 2.0e-3 (docs/onnx.md).
     pub fn resolve(tol: Option<f32>, precision: Precision) -> (Self, f32) {
         match (tol, precision) {
             (Some(tol), _) => (Self::Absolute, tol),

@@ -12,31 +12,36 @@ use crate::pipeline::{Input, Outputs, Stage, StageResult};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportStage {
-    /// Model preset (YAML); absent: the architecture in the weights' sidecar.
+    /// Model preset (YAML). Default: none (the architecture in the weights' sidecar).
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// Weights: an eesmm encoder or checkpoint, timm safetensors or PyTorch .pth/.pt.
+    /// Weights: an eesmm encoder or checkpoint, timm safetensors or PyTorch .pth/.pt. Required.
     pub weights: PathBuf,
+    /// Where the model goes. Required (in a pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
-    /// The .onnx file to write (default `<out_dir>/model.onnx`).
+    /// The .onnx file to write. Default: `<out_dir>/model.onnx`.
     #[serde(default)]
     pub out: Option<PathBuf>,
     /// Export the classifier (adds the `logits` output; the weights must have a head).
+    /// Default: false.
     #[serde(default)]
     pub head: bool,
-    /// Also output the final feature map `features` (NHWC).
+    /// Also output the final feature map `features` (NHWC). Default: false.
     #[serde(default)]
     pub feature_map: bool,
-    /// Class names for the model card, one per line.
+    /// Class names for the model card, one per line. Default: none (the sidecar's).
     #[serde(default)]
     pub labels: Option<PathBuf>,
-    /// Normalisation mean and std per channel for the model card (default ImageNet's).
+    /// Normalisation mean per channel for the model card. Default: none (the sidecar's, else
+    /// ImageNet's).
     #[serde(default)]
     pub mean: Option<Vec<f32>>,
+    /// Normalisation std per channel for the model card. Default: none (the sidecar's, else
+    /// ImageNet's).
     #[serde(default)]
     pub std: Option<Vec<f32>>,
-    /// `fp32` (default) or `fp16`: weights and compute; inputs and outputs stay float32. Left
-    /// out of the stage's record when fp32, so exports recorded before it stay up to date.
+    /// `fp32` or `fp16`: weights and compute; inputs and outputs stay float32. Left out of the
+    /// stage's record when fp32, so exports recorded before it stay up to date. Default: `fp32`.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
 }

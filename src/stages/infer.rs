@@ -17,13 +17,14 @@ use crate::runtime::{infer, OnnxModel};
 #[serde(deny_unknown_fields)]
 pub struct InferStage {
     /// The exported .onnx file (with a classifier head). Named `onnx`, not `model`, so that a
-    /// pipeline's `defaults: {model: preset.yaml}` never lands here.
+    /// pipeline's `defaults: {model: preset.yaml}` never lands here. Required.
     pub onnx: PathBuf,
-    /// Image files or folders (every file in a folder).
+    /// Image files or folders (every file in a folder). Required.
     pub images: Vec<PathBuf>,
-    /// Classes kept per image.
+    /// Classes kept per image. Default: 5.
     #[serde(default = "default_topk")]
     pub topk: usize,
+    /// Where `predictions.jsonl` goes. Required (in a pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
 }
 

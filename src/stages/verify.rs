@@ -16,26 +16,27 @@ use crate::runtime::verify::{self, VerifyOptions};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyStage {
-    /// The exported .onnx file.
+    /// The exported .onnx file. Required.
     pub onnx: PathBuf,
-    /// The weights it was exported from.
+    /// The weights it was exported from. Required.
     pub weights: PathBuf,
-    /// Model preset (default: the config in the model card).
+    /// Model preset. Default: none (the config in the model card).
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// Real images (files or folders) to compare on, besides random inputs.
+    /// Real images (files or folders) to compare on, besides random inputs. Default: [].
     #[serde(default)]
     pub images: Vec<PathBuf>,
-    /// Largest allowed absolute difference on any output (default 1e-4; an fp16 export: 1e-2
-    /// relative to the largest burn output).
+    /// Largest allowed absolute difference on any output. Default: none (1e-4; for an fp16
+    /// export 1e-2 relative to the largest burn output).
     #[serde(default)]
     pub tol: Option<f64>,
-    /// Random inputs, and the larger batch of the latency measurement.
+    /// Random inputs, and the larger batch of the latency measurement. Default: 8.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Timed runs per latency (the median is reported).
+    /// Timed runs per latency (the median is reported). Default: 3.
     #[serde(default = "default_iters")]
     pub iters: usize,
+    /// Where `verify.json` goes. Required (in a pipeline: `<run_dir>/<stage name>`).
     pub out_dir: PathBuf,
 }
 

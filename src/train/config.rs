@@ -6,16 +6,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Passes over the data, in [1, 2^20]. Required.
     pub epochs: usize,
-    /// Encoder inputs per micro-batch (an EESMM input holds two images).
+    /// Encoder inputs per micro-batch (an EESMM input holds two images), in [1, 2^20]; split
+    /// evenly over the devices. Required.
     pub batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation), in [1, 2^16]. Default: 1.
     #[serde(default = "one")]
     pub accumulation: usize,
-    /// Write a checkpoint every N optimizer steps (and at the end of every epoch).
+    /// Write a checkpoint every N optimizer steps (and at the end of every epoch), ≥ 1.
+    /// Default: 500.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Newest checkpoints kept; older ones are removed. Default: 2.
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
+    /// Optimizer steps between progress lines and `metrics.jsonl` rows, ≥ 1. Default: 10.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
 }

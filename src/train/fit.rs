@@ -322,8 +322,7 @@ where
 }
 
 /// Refuses to train when the replicas start from different steps or weights: a node that does
-/// not see node 0's checkpoints or inputs (they must be on a filesystem every node shares, README
-/// "Multi-node").
+/// not see node 0's checkpoints or inputs (they must be on a filesystem every node shares, docs/multi-node.md).
 fn check_same_start<B: AutodiffBackend, M: AutodiffModule<B>>(
     collective: &Collective<B>,
     rank: Rank,
@@ -350,7 +349,7 @@ fn check_same_start<B: AutodiffBackend, M: AutodiffModule<B>>(
     };
     bail!(
         "node {}: starts {what}: every node reads node 0's checkpoints and the stage's inputs, \
-         so they must be on a filesystem all nodes share (README, \"Multi-node\")",
+         so they must be on a filesystem all nodes share (docs/multi-node.md)",
         nodes.rank
     )
 }

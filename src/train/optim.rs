@@ -22,25 +22,37 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
-    /// Learning rate for an effective batch of 512 images; scaled linearly (SimMIM).
+    /// Peak learning rate for an effective batch of 512 images, scaled linearly to the real
+    /// one (SimMIM); > 0. Required.
     pub base_lr: f64,
+    /// Learning rate at the start of the warm-up (per 512 images, scaled like `base_lr`).
+    /// Default: 5e-7.
     #[serde(default = "default_warmup_lr")]
     pub warmup_lr: f64,
+    /// Learning rate at the end of the cosine decay (per 512 images, scaled like `base_lr`).
+    /// Default: 5e-6.
     #[serde(default = "default_min_lr")]
     pub min_lr: f64,
+    /// Epochs of linear warm-up from `warmup_lr` to the peak, ≥ 0 (fractions allowed).
+    /// Default: 0.0.
     #[serde(default)]
     pub warmup_epochs: f64,
+    /// AdamW's decoupled weight decay (not on biases, norms, bias tables or tokens).
+    /// Default: 0.05.
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
+    /// AdamW's β1 and β2. Default: [0.9, 0.999].
     #[serde(default = "default_betas")]
     pub betas: [f64; 2],
+    /// AdamW's ε. Default: 1e-8.
     #[serde(default = "default_eps")]
     pub eps: f64,
-    /// Global gradient-norm limit; none when absent.
+    /// Global gradient-norm limit. Default: none (no clipping).
     #[serde(default)]
     pub clip_grad: Option<f64>,
-    /// Fine-tuning: layer-wise LR decay (BEiT/SimMIM): a parameter `k` layers below the head
-    /// gets `layer_decay^k` of the learning rate. Absent: every layer gets the full rate.
+    /// Fine-tuning only: layer-wise LR decay (BEiT/SimMIM), in (0, 1]: a parameter `k` layers
+    /// below the head gets `layer_decay^k` of the learning rate. Default: none (every layer
+    /// at the full rate).
     #[serde(default)]
     pub layer_decay: Option<f64>,
 }

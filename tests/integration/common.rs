@@ -9,7 +9,7 @@ use eesmm::npy;
 pub type B = eesmm::backend::Cpu;
 
 /// A file of the timm parity fixture (tests/fixtures/timm-swin-tiny, made by
-/// scripts/make_parity_fixture.py).
+/// scripts/fixtures/make_parity_fixture.py).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/timm-swin-tiny")

@@ -115,7 +115,7 @@ fn old_layout_pt_matches_the_logits_saved_with_it() {
 
 /// The window-4 backbone loaded into a 56 px, window-7 model by timm's own
 /// `checkpoint_filter_fn` (tables resized by timm's geometric interpolation) gives these
-/// pooled features (tests/data, made by scripts/make_relpos_fixture.py).
+/// pooled features (tests/data, made by scripts/fixtures/make_relpos_fixture.py).
 #[test]
 fn window_change_matches_timm_checkpoint_filter() {
     let device = Default::default();
@@ -140,14 +140,14 @@ fn window_change_matches_timm_checkpoint_filter() {
 fn mask_token_replaces_masked_patch_embeddings() {
     let device = Default::default();
     let config = preset("swin-micro-32.yaml");
-    let model = config.init::<B>(&device);
+    let model = config.init::<B>(&device).with_mask_token(&device);
     let images = read_tensor::<4>(&fixture("input.npy"));
     let mut mask = vec![0.0f32; 2 * 16 * 16];
     mask[5] = 1.0; // image 0, row 0, column 5
     let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [2, 16, 16]), &device);
     let plain = model.embed(images.clone(), None);
     let masked = model.embed(images, Some(mask));
-    let token = model.mask_token.val().reshape([48]);
+    let token = model.mask_token.as_ref().unwrap().val().reshape([48]);
     let at = |x: Tensor<B, 4>, b: usize, r: usize, c: usize| {
         x.slice([b..b + 1, r..r + 1, c..c + 1, 0..48]).reshape([48])
     };

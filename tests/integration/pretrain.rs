@@ -68,7 +68,7 @@ fn eesmm_loss_falls_and_the_run_leaves_its_artifacts() {
         &Default::default(),
     )
     .unwrap();
-    assert_eq!(report.kept_initial, vec!["mask_token".to_string()]);
+    assert!(report.kept_initial.is_empty(), "{:?}", report.kept_initial);
 }
 
 /// A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run, also

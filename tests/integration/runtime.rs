@@ -75,12 +75,12 @@ fn export_writes_a_model_card_that_infer_can_use() {
 }
 
 /// `onnx.checker.check_model(full_check=True)` (stricter than ORT: shapes on every output).
-/// The Python with `onnx` comes from EESMM_TEST_PYTHON, which scripts/test.sh sets up.
+/// The Python with `onnx` comes from EESMM_TEST_PYTHON, which scripts/dev/test.sh sets up.
 #[test]
 fn exported_model_passes_the_onnx_checker_full_check() {
     let python = std::env::var("EESMM_TEST_PYTHON").expect(
         "EESMM_TEST_PYTHON is not set: it must name a Python with the `onnx` package \
-         (scripts/test.sh creates .venv-test/ and sets it)",
+         (scripts/dev/test.sh creates .venv-test/ and sets it)",
     );
     let dir = TempDir::new("checker");
     let script = "import sys, onnx\n\
@@ -299,6 +299,32 @@ fn infer_reports_unreadable_images_by_name_and_processes_the_rest() {
         .ends_with("b_corrupt.jpg"));
     assert!(lines[1]["error"].is_string());
     assert_eq!(lines[2]["topk"].as_array().unwrap().len(), 5);
+}
+
+/// Logs captured in a file (stderr not a terminal) are plain text: the warning about an entry
+/// that is not a regular file comes without colour codes.
+#[test]
+fn captured_logs_carry_no_colour_codes() {
+    let dir = TempDir::new("plainlog");
+    let path = export_fixture(&dir.0, "m.onnx", &["--head"]);
+    let images = dir.0.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(photos().join("coffee.jpg"), images.join("a_coffee.jpg")).unwrap();
+    std::os::unix::fs::symlink(dir.0.join("nowhere"), images.join("b_dangling.jpg")).unwrap();
+    let output = eesmm(&[
+        "infer",
+        images.to_str().unwrap(),
+        "--model",
+        path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("left out 1 entries"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a captured log: {stderr:?}"
+    );
 }
 
 /// `--features` writes the pooled embeddings, equal to burn's on the same preprocessed pixels.

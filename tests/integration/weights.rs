@@ -8,8 +8,8 @@ use eesmm::npy;
 
 use super::common::*;
 
-/// References: `F.interpolate(mode="bicubic")` (SimMIM; scripts/make_bicubic_fixture.py) and
-/// timm 1.0.31's `resize_rel_pos_bias_table` (scripts/make_relpos_fixture.py).
+/// References: `F.interpolate(mode="bicubic")` (SimMIM; scripts/fixtures/make_bicubic_fixture.py) and
+/// timm 1.0.31's `resize_rel_pos_bias_table` (scripts/fixtures/make_relpos_fixture.py).
 #[test]
 fn bias_table_resizing_matches_pytorch_and_timm() {
     let table = npy::read(&test_data("relpos_table_w4.npy")).unwrap();

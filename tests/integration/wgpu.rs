@@ -1,5 +1,5 @@
 //! The cubecl path (burn's wgpu backend, `--features wgpu`) against NdArray, through the binary a
-//! user runs. CI runs these on lavapipe, Mesa's Vulkan on the CPU (`scripts/test.sh` installs it):
+//! user runs. CI runs these on lavapipe, Mesa's Vulkan on the CPU (`scripts/dev/test.sh` installs it):
 //! the same cubecl front-end, runtime and kernels the CUDA backend uses, so a kernel cubecl cannot
 //! lower or an op the JIT path gets wrong fails here rather than in a GPU's few minutes.
 
