@@ -55,7 +55,7 @@ pub struct FinetuneConfig {
     /// RandAugment, random erasing, Mixup/CutMix and label smoothing. Default: all off.
     #[serde(default)]
     pub augment: FinetuneAugment,
-    /// Exponential moving average of the weights with this decay, in (0, 1) (e.g. 0.999); the
+    /// Exponential moving average of the weights with this decay, in [0, 1) (e.g. 0.999); the
     /// EMA weights are then the ones evaluated and saved. Default: none (no EMA).
     #[serde(default)]
     pub ema: Option<f64>,
@@ -94,21 +94,7 @@ impl FinetuneConfig {
         }
         self.devices()?;
         self.train.validate()?;
-        ensure!(
-            self.optimizer.base_lr > 0.0,
-            "optimizer.base_lr: must be positive"
-        );
-        let warmup = self.optimizer.warmup_epochs;
-        ensure!(
-            warmup.is_finite() && warmup >= 0.0,
-            "optimizer.warmup_epochs: {warmup} is not a finite number of epochs ≥ 0"
-        );
-        if let Some(decay) = self.optimizer.layer_decay {
-            ensure!(
-                decay > 0.0 && decay <= 1.0,
-                "optimizer.layer_decay: {decay} is not in (0, 1]"
-            );
-        }
+        self.optimizer.validate()?;
         if let Some(decay) = self.ema {
             ensure!((0.0..1.0).contains(&decay), "ema: {decay} is not in [0, 1)");
         }

@@ -61,15 +61,6 @@ impl PretrainConfig {
             self.optimizer.layer_decay.is_none(),
             "optimizer.layer_decay: is for fine-tuning; pretraining trains every layer at one rate"
         );
-        ensure!(
-            self.optimizer.base_lr > 0.0,
-            "optimizer.base_lr: must be positive"
-        );
-        let warmup = self.optimizer.warmup_epochs;
-        ensure!(
-            warmup.is_finite() && warmup >= 0.0,
-            "optimizer.warmup_epochs: {warmup} is not a finite number of epochs ≥ 0"
-        );
-        Ok(())
+        self.optimizer.validate()
     }
 }

@@ -25,29 +25,30 @@ pub struct OptimizerConfig {
     /// Peak learning rate for an effective batch of 512 images, scaled linearly to the real
     /// one (SimMIM); > 0. Required.
     pub base_lr: f64,
-    /// Learning rate at the start of the warm-up (per 512 images, scaled like `base_lr`).
-    /// Default: 5e-7.
+    /// Learning rate at the start of the warm-up (per 512 images, scaled like `base_lr`), in
+    /// [0, base_lr]. Default: 5e-7.
     #[serde(default = "default_warmup_lr")]
     pub warmup_lr: f64,
-    /// Learning rate at the end of the cosine decay (per 512 images, scaled like `base_lr`).
-    /// Default: 5e-6.
+    /// Learning rate at the end of the cosine decay (per 512 images, scaled like `base_lr`), in
+    /// [0, base_lr]. Default: 5e-6.
     #[serde(default = "default_min_lr")]
     pub min_lr: f64,
     /// Epochs of linear warm-up from `warmup_lr` to the peak, ≥ 0 (fractions allowed).
     /// Default: 0.0.
     #[serde(default)]
     pub warmup_epochs: f64,
-    /// AdamW's decoupled weight decay (not on biases, norms, bias tables or tokens).
+    /// AdamW's decoupled weight decay, ≥ 0 (not on biases, norms, bias tables or tokens).
     /// Default: 0.05.
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
-    /// AdamW's β1 and β2. Default: [0.9, 0.999].
+    /// AdamW's β1 and β2, each in [0, 1). Default: [0.9, 0.999].
     #[serde(default = "default_betas")]
     pub betas: [f64; 2],
-    /// AdamW's ε. Default: 1e-8.
+    /// AdamW's ε, > 0. Default: 1e-8.
     #[serde(default = "default_eps")]
     pub eps: f64,
-    /// Global gradient-norm limit. Default: none (no clipping).
+    /// Global gradient-norm limit, > 0 (`grad_norm` in `metrics.jsonl` is the norm before it,
+    /// logged with or without clipping). Default: none (no clipping).
     #[serde(default)]
     pub clip_grad: Option<f64>,
     /// Fine-tuning only: layer-wise LR decay (BEiT/SimMIM), in (0, 1]: a parameter `k` layers
@@ -55,6 +56,64 @@ pub struct OptimizerConfig {
     /// at the full rate).
     #[serde(default)]
     pub layer_decay: Option<f64>,
+}
+
+impl OptimizerConfig {
+    /// Every value in the range that trains as documented (docs/config.md), naming the key:
+    /// a rate that is negative, infinite or NaN, a minimum above the peak, a β outside [0, 1)
+    /// or a clip limit ≤ 0 would train wrongly without a word.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let key = |name: &str| format!("optimizer.{name}");
+        let finite_at_least = |name: &str, value: f64, low: f64| {
+            anyhow::ensure!(
+                value.is_finite() && value >= low,
+                "{}: {value} is not a finite number ≥ {low}",
+                key(name)
+            );
+            Ok(())
+        };
+        anyhow::ensure!(
+            self.base_lr.is_finite() && self.base_lr > 0.0,
+            "optimizer.base_lr: {} is not a finite learning rate > 0",
+            self.base_lr
+        );
+        finite_at_least("warmup_lr", self.warmup_lr, 0.0)?;
+        finite_at_least("min_lr", self.min_lr, 0.0)?;
+        anyhow::ensure!(
+            self.min_lr <= self.base_lr && self.warmup_lr <= self.base_lr,
+            "optimizer.min_lr, warmup_lr: {} and {} must not exceed base_lr {} (the schedule \
+             warms up to base_lr and decays to min_lr)",
+            self.min_lr,
+            self.warmup_lr,
+            self.base_lr
+        );
+        finite_at_least("warmup_epochs", self.warmup_epochs, 0.0)?;
+        finite_at_least("weight_decay", self.weight_decay, 0.0)?;
+        for (i, beta) in self.betas.into_iter().enumerate() {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&beta),
+                "optimizer.betas[{i}]: {beta} is not in [0, 1)"
+            );
+        }
+        anyhow::ensure!(
+            self.eps.is_finite() && self.eps > 0.0,
+            "optimizer.eps: {} is not a finite number > 0",
+            self.eps
+        );
+        if let Some(clip) = self.clip_grad {
+            anyhow::ensure!(
+                clip.is_finite() && clip > 0.0,
+                "optimizer.clip_grad: {clip} is not a finite norm > 0 (leave it out for no clipping)"
+            );
+        }
+        if let Some(decay) = self.layer_decay {
+            anyhow::ensure!(
+                decay > 0.0 && decay <= 1.0,
+                "optimizer.layer_decay: {decay} is not in (0, 1]"
+            );
+        }
+        Ok(())
+    }
 }
 
 fn default_warmup_lr() -> f64 {
@@ -143,7 +202,7 @@ pub struct GroupedAdamW<B: AutodiffBackend, M> {
 
 /// What one optimizer step reports.
 pub struct StepStats {
-    /// Global gradient norm before clipping (0 when clipping is off: it is not computed).
+    /// Global gradient norm before clipping (with or without clipping).
     pub grad_norm: f64,
 }
 
@@ -234,20 +293,23 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
                 take_flat::<B::InnerBackend>(&mut grads, p.id, p.rank).map(|g| (i, g))
             })
             .collect();
-        let (scale, grad_norm) = match self.clip_grad {
-            Some(max_norm) if !taken.is_empty() => {
+        let grad_norm = match taken.is_empty() {
+            true => 0.0,
+            false => {
                 let squares = taken
                     .iter()
                     .map(|(_, g)| g.clone().powi_scalar(2).sum())
                     .collect();
-                let norm = Tensor::cat(squares, 0)
+                Tensor::cat(squares, 0)
                     .sum()
                     .sqrt()
                     .into_scalar()
-                    .elem::<f64>();
-                ((max_norm / (norm + 1e-6)).min(1.0), norm)
+                    .elem::<f64>()
             }
-            _ => (1.0, 0.0),
+        };
+        let scale = match self.clip_grad {
+            Some(max_norm) => (max_norm / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
         };
         let [b1, b2] = self.betas;
         let mut updates = HashMap::new();
@@ -335,6 +397,64 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + ModuleSnapshot<B>> GroupedAdamW<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values that used to train wrongly without a word (a negative clip flips the gradient, a
+    /// minimum above the peak makes the rate climb) or fail only at step 1–2 are refused when
+    /// the configuration is read, naming the key and the range.
+    #[test]
+    fn values_that_would_train_wrongly_are_refused_with_their_range() {
+        let read = |extra: &str| {
+            crate::yaml::from_str::<OptimizerConfig>(&format!("{{base_lr: 1.0e-2{extra}}}"))
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read(""), Ok(()));
+        assert_eq!(read(", clip_grad: 5.0, min_lr: 1.0e-5"), Ok(()));
+        for (extra, expected) in [
+            (
+                ", clip_grad: -1",
+                "optimizer.clip_grad: -1 is not a finite norm > 0",
+            ),
+            (
+                ", clip_grad: 0",
+                "optimizer.clip_grad: 0 is not a finite norm > 0",
+            ),
+            (
+                ", min_lr: 10",
+                "optimizer.min_lr, warmup_lr: 10 and 0.0000005 must not exceed base_lr 0.01",
+            ),
+            (
+                ", weight_decay: .nan",
+                "optimizer.weight_decay: NaN is not a finite number ≥ 0",
+            ),
+            (
+                ", betas: [1.5, -1]",
+                "optimizer.betas[0]: 1.5 is not in [0, 1)",
+            ),
+            (
+                ", betas: [0.9, -1]",
+                "optimizer.betas[1]: -1 is not in [0, 1)",
+            ),
+            (", eps: 0", "optimizer.eps: 0 is not a finite number > 0"),
+            (
+                ", warmup_epochs: -1",
+                "optimizer.warmup_epochs: -1 is not a finite number ≥ 0",
+            ),
+            (
+                ", layer_decay: 1.5",
+                "optimizer.layer_decay: 1.5 is not in (0, 1]",
+            ),
+        ] {
+            let error = read(extra).unwrap_err();
+            assert!(error.starts_with(expected), "{extra}: {error}");
+        }
+        let infinite = crate::yaml::from_str::<OptimizerConfig>("{base_lr: .inf}").unwrap();
+        assert_eq!(
+            infinite.validate().unwrap_err().to_string(),
+            "optimizer.base_lr: inf is not a finite learning rate > 0"
+        );
+    }
 
     #[test]
     fn schedule_warms_up_then_follows_a_cosine() {

@@ -274,7 +274,7 @@ fn silent_fine_tuning_values_are_refused_with_their_range() {
     for (text, expected) in [
         (
             base.replace("base_lr: 1.0e-3", "base_lr: 1.0e-3, warmup_epochs: -1"),
-            "optimizer.warmup_epochs: -1 is not a finite number of epochs ≥ 0",
+            "optimizer.warmup_epochs: -1 is not a finite number ≥ 0",
         ),
         (
             base.replace(

@@ -181,6 +181,27 @@ fn resuming_from_another_models_checkpoint_is_refused() {
     );
 }
 
+/// `grad_norm` in `metrics.jsonl` is the real norm also when clipping is off (it was 0).
+#[test]
+fn grad_norm_is_logged_without_clipping() {
+    let dir = TempDir::new("noclip");
+    let config = stage(&dir.0, "noclip", 256, 1, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(", clip_grad: 5.0", "");
+    std::fs::write(&config, text).unwrap();
+    let output = eesmm(&["pretrain", "--config", config.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let norms = metric(&dir.0.join("noclip"), "grad_norm");
+    assert_eq!(norms.len(), losses(&dir.0.join("noclip")).len());
+    assert!(!norms.is_empty());
+    assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
     let dir = TempDir::new("nan");
